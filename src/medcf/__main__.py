@@ -1,0 +1,3 @@
+from medcf.cli import main
+
+main()

@@ -1,0 +1,11 @@
+"""``medcf train ...``: one subcommand per model family (commands live beside their recipes)."""
+
+from __future__ import annotations
+
+import typer
+
+from medcf.cli import train_autoencoders, train_classifiers
+
+app = typer.Typer(help="Train models on the shared engine.", no_args_is_help=True)
+train_classifiers.register(app)
+train_autoencoders.register(app)

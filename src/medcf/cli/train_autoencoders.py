@@ -1,0 +1,9 @@
+"""``medcf train ae|vae``."""
+
+from __future__ import annotations
+
+import typer
+
+
+def register(app: typer.Typer) -> None:
+    pass
