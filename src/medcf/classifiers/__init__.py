@@ -1,1 +1,31 @@
-"""medcf.classifiers"""
+"""medcf.classifiers: the reference ResNet in four roles, and wrapping of user models.
+
+Example:
+    >>> from medcf.classifiers import load_classifier, Classifier
+    >>> clf = load_classifier("runs/classifier", kind="classifier")          # doctest: +SKIP
+    >>> mine = Classifier.wrap(my_net, class_names=("normal", "cardiomegaly"))  # doctest: +SKIP
+"""
+
+from medcf.classifiers.base import HEADS, Classifier, WrappedClassifier
+from medcf.classifiers.resnet import (
+    CLASSIFIERS,
+    CTRRegressor,
+    ForeignObjectDetector,
+    OracleClassifier,
+    ResNetClassifier,
+    ResNetConfig,
+    load_classifier,
+)
+
+__all__ = [
+    "CLASSIFIERS",
+    "HEADS",
+    "CTRRegressor",
+    "Classifier",
+    "ForeignObjectDetector",
+    "OracleClassifier",
+    "ResNetClassifier",
+    "ResNetConfig",
+    "WrappedClassifier",
+    "load_classifier",
+]
