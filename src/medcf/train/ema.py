@@ -1,0 +1,66 @@
+"""Exponential moving average of a module's weights.
+
+After each optimizer step ``ema = decay * ema + (1 - decay) * param`` for every
+floating-point parameter; buffers (e.g. batch-norm statistics) are copied. The
+averaged copy is what the engine exports when ``TrainConfig.ema_decay`` is set.
+
+Example:
+    >>> net = torch.nn.Linear(2, 1)
+    >>> ema = EMA(net, decay=0.9)
+    >>> ema.update(net)          # after optimizer.step()
+    >>> ema.module(torch.zeros(1, 2)).shape
+    torch.Size([1, 1])
+"""
+
+from __future__ import annotations
+
+import copy
+from typing import Any
+
+import torch
+from torch import nn
+
+from medcf.errors import CheckpointError, MedcfError
+
+
+class EMA:
+    """Holds ``module``: a frozen deep copy of the model whose weights track the average."""
+
+    def __init__(self, model: nn.Module, decay: float):
+        if not 0.0 <= decay < 1.0:
+            raise MedcfError(f"ema_decay={decay} must be in [0, 1)")
+        self.decay = float(decay)
+        self.num_updates = 0
+        self.module = copy.deepcopy(model).eval()
+        self.module.requires_grad_(False)
+
+    @torch.no_grad()
+    def update(self, model: nn.Module) -> None:
+        """Blend the current weights of ``model`` (same architecture, unwrapped) into the average."""
+        ema_params = dict(self.module.named_parameters())
+        for name, p in model.named_parameters():
+            e = ema_params[name]
+            if e.dtype.is_floating_point:
+                e.lerp_(p.detach().to(e.dtype), 1.0 - self.decay)
+            else:
+                e.copy_(p.detach())
+        ema_buffers = dict(self.module.named_buffers())
+        for name, b in model.named_buffers():
+            if name in ema_buffers:
+                ema_buffers[name].copy_(b.detach())
+        self.num_updates += 1
+
+    def to(self, device: torch.device | str) -> EMA:
+        self.module.to(device)
+        return self
+
+    def state_dict(self) -> dict[str, Any]:
+        return {"decay": self.decay, "num_updates": self.num_updates,
+                "module": {k: v.detach().cpu().clone() for k, v in self.module.state_dict().items()}}
+
+    def load_state_dict(self, state: dict[str, Any]) -> None:
+        try:
+            self.module.load_state_dict(state["module"])
+            self.num_updates = int(state["num_updates"])
+        except (KeyError, RuntimeError) as e:
+            raise CheckpointError(f"EMA state does not match the model ({type(e).__name__})") from e
