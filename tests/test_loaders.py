@@ -634,3 +634,29 @@ def test_open_dataset_rejects_unknown_things(tmp_path):
     with pytest.raises(DataError) as e:
         open_dataset(tmp_path / "one.png", channels=2)
     one_line_error(e, "channels")
+
+
+def test_describe_and_inspect_command(tmp_path):
+    import typer
+    from typer.testing import CliRunner
+
+    from medcf.cli.data_inspect import register
+    from medcf.data.dispatch import describe_dataset
+
+    root = make_class_folders(tmp_path / "xr")
+    facts = describe_dataset(open_dataset(root), verify=True)
+    assert facts["items"] == 3 and facts["label_counts"] == {"normal": 2, "pneumonia": 1}
+    assert facts["first_image_range"] == [-1.0, -1.0]  # first item is a black "normal" image
+    app = typer.Typer()
+    register(app)
+
+    @app.callback()
+    def _group() -> None:  # keep "inspect" a subcommand, as under `medcf data`
+        pass
+
+    out = CliRunner().invoke(app, ["inspect", str(root), "--json", "--resolution", "4"])
+    assert out.exit_code == 0, out.output
+    got = json.loads(out.output)
+    assert got["resolution"] == 4 and got["class_names"] == ["normal", "pneumonia"]
+    help_text = CliRunner().invoke(app, ["inspect", "--help"]).output
+    assert "Example: medcf data inspect" in help_text

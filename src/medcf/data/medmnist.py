@@ -166,6 +166,11 @@ class MedMNISTDataset(Dataset):
     def __len__(self) -> int:
         return int(self._starts[-1])
 
+    @property
+    def labels(self) -> list[int]:
+        """Class index of every item, in item order."""
+        return np.concatenate(self._labels).tolist()
+
     def __getitem__(self, i: int) -> dict[str, torch.Tensor]:
         if i < 0:
             i += len(self)

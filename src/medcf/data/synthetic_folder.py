@@ -240,6 +240,11 @@ class SyntheticFolderDataset(Dataset):
     def __len__(self) -> int:
         return len(self._files)
 
+    @property
+    def labels(self) -> list[int]:
+        """Class index of every item (read from metadata.csv, no image decoding)."""
+        return self._label.tolist()
+
     def __getitem__(self, i: int) -> dict[str, torch.Tensor]:
         if i < 0:
             i += len(self)
