@@ -375,3 +375,42 @@ def test_stylegan3_snapshot_is_refused_clearly(tmp_path, official_globals):
     with pytest.raises(CheckpointError, match="networks_stylegan3.Generator' is not supported"):
         op.convert_stylegan2_pkl(path, tmp_path / "out")
     assert not (tmp_path / "out").exists()
+
+
+# ----------------------------------------------------------------------------- CLI
+
+
+def _cli(capsys, *args) -> tuple[int, str, str]:
+    from medcf.cli import main
+
+    with pytest.raises(SystemExit) as info:
+        main(list(args))
+        raise SystemExit(0)
+    out = capsys.readouterr()
+    return info.value.code or 0, out.out, out.err
+
+
+def test_cli_help_has_example(capsys):
+    code, out, _ = _cli(capsys, "convert", "stylegan2-pkl", "--help")
+    assert code == 0 and "Example: medcf convert stylegan2-pkl" in out
+
+
+def test_cli_refuses_evil_pickle_in_one_line(tmp_path, capsys):
+    side_effect = tmp_path / "pwned"
+    path = tmp_path / "evil.pkl"
+    path.write_bytes(pickle.dumps({"G": _evil(os.system, (f"touch {side_effect}",))}, protocol=4))
+    code, _, err = _cli(capsys, "convert", "stylegan2-pkl", str(path), str(tmp_path / "out"))
+    assert code == 2 and err.count("\n") == 1 and "refusing to load global" in err and "Traceback" not in err
+    assert not side_effect.exists() and not (tmp_path / "out").exists()
+
+
+@needs_fixtures
+@needs_builder
+def test_cli_converts_a_snapshot(tmp_path, capsys, official_globals):
+    path = tmp_path / "network-snapshot-000000.pkl"
+    path.write_bytes(dump_snapshot(snapshot(), 4))
+    code, out, _ = _cli(capsys, "convert", "stylegan2-pkl", str(path), str(tmp_path / "out"))
+    assert code == 0 and "G_ema" in out
+    assert (tmp_path / "out" / "G_ema" / "model.safetensors").is_file()
+    code, _, err = _cli(capsys, "convert", "stylegan2-pkl", str(path), str(tmp_path / "out"))
+    assert code == 2 and "not empty" in err

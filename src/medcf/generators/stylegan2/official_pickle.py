@@ -422,7 +422,7 @@ def convert_stylegan2_pkl(pkl_path: str | os.PathLike, out_dir: str | os.PathLik
     """
     pkl_path, out_dir = Path(pkl_path), Path(out_dir)
     if out_dir.exists() and (not out_dir.is_dir() or any(out_dir.iterdir())) and not overwrite:
-        raise MedcfError(f"{out_dir}: output directory exists and is not empty (use overwrite)")
+        raise MedcfError(f"{out_dir}: output directory exists and is not empty (pass --overwrite / overwrite=True to replace it)")
     snap = load_official_pickle(pkl_path)
     modules = {}
     for key, net in snap.networks.items():
