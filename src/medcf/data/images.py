@@ -72,7 +72,7 @@ def read_pixels(path: str | os.PathLike) -> np.ndarray:
     path = Path(path)
     if not path.is_file():
         raise DataError(f"{path}: image file not found")
-    if is_dicom_file(path):
+    if path.suffix.lower() not in IMAGE_EXTENSIONS and is_dicom_file(path):
         from medcf.data.dicom import read_dicom_pixels
 
         return read_dicom_pixels(path)
