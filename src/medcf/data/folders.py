@@ -33,7 +33,6 @@ import torch
 from torch.utils.data import Dataset
 
 from medcf.data.images import (
-    UnreadableFileError,
     check_channels,
     check_resolution,
     is_image_file,
@@ -93,7 +92,7 @@ class FileListDataset(Dataset):
             if skip_unreadable:
                 try:
                     arr = read_pixels(f)
-                except UnreadableFileError as e:
+                except DataError as e:  # any per-file problem: unreadable, multi-frame, odd mode
                     bad.append(str(e))
                     continue
                 if first is None:

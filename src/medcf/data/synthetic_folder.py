@@ -183,7 +183,7 @@ class SyntheticFolderDataset(Dataset):
             if problem is None and skip_unreadable:
                 try:
                     self._load(k)
-                except UnreadableFileError as e:
+                except DataError as e:  # any per-file problem: unreadable, multi-frame, odd mode
                     problem = str(e)
             if problem is None:
                 keep.append(k)
