@@ -12,7 +12,7 @@ import sys
 import click
 import typer
 
-from medcf.cli import convert, data, info, train
+from medcf.cli import convert, data, data_inspect, info, train
 from medcf.errors import MedcfError
 from medcf.io import first_line
 
@@ -23,6 +23,7 @@ app = typer.Typer(
     add_completion=False,
     pretty_exceptions_enable=False,
 )
+data_inspect.register(data.app)
 app.add_typer(data.app, name="data")
 app.add_typer(train.app, name="train")
 app.add_typer(convert.app, name="convert")
