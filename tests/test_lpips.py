@@ -172,3 +172,15 @@ def test_cli_import_lpips(tmp_path):
     res = runner.invoke(app, ["import-lpips", str(tmp_path / "nope.tar.gz"), "--cache-dir", str(tmp_path)])
     assert isinstance(res.exception, DataError)
     assert "example" in runner.invoke(app, ["import-lpips", "--help"]).output.lower()
+
+
+def test_lpips_diversity_is_mean_pairwise_distance(alex):
+    from medcf.eval.lpips import lpips_diversity
+
+    g = torch.Generator().manual_seed(2)
+    s = torch.rand(3, 2, 1, 32, 32, generator=g) * 2 - 1
+    expected = (alex(s[0], s[1]) + alex(s[0], s[2]) + alex(s[1], s[2])) / 3
+    assert torch.allclose(lpips_diversity(s, alex), expected, atol=1e-6)
+    assert torch.allclose(lpips_diversity(s[[0, 0]], alex), torch.zeros(2), atol=1e-6)
+    with pytest.raises(ShapeError):
+        lpips_diversity(s[:1], alex)

@@ -12,7 +12,7 @@ from medcf.eval.fop import (
     foreign_object_preservation_gt,
 )
 from medcf.eval.localization import auroc, boundary_band, mean_localization, ncc
-from medcf.eval.lpips import LPIPS, lpips_distance
+from medcf.eval.lpips import LPIPS, lpips_distance, lpips_diversity
 from medcf.eval.lpips_weights import import_lpips_weights, restricted_load
 from medcf.eval.proximity import l1_distance, ssim
 from medcf.eval.report import evaluate_counterfactuals
@@ -44,6 +44,7 @@ __all__ = [
     "inception_weights_path",
     "l1_distance",
     "lpips_distance",
+    "lpips_diversity",
     "mean_localization",
     "ncc",
     "not_found",

@@ -87,3 +87,13 @@ def lpips_distance(x: Tensor, y: Tensor, metric: LPIPS) -> Tensor:
     device = next(metric.parameters()).device
     with torch.no_grad():
         return metric(x.to(device), y.to(device)).cpu()
+
+
+def lpips_diversity(samples: Tensor, metric: LPIPS) -> Tensor:  # [K, B, C, H, W] -> [B]
+    """Mean LPIPS over all pairs of K >= 2 counterfactuals of the same input (diversity)."""
+    if samples.ndim != 5 or samples.shape[0] < 2:
+        raise ShapeError(f"lpips_diversity: expected [K >= 2, B, C, H, W], got {tuple(samples.shape)}")
+    k = samples.shape[0]
+    pairs = [(i, j) for i in range(k) for j in range(i + 1, k)]
+    d = torch.stack([lpips_distance(samples[i], samples[j], metric) for i, j in pairs])  # [P, B]
+    return d.mean(0)
