@@ -414,3 +414,12 @@ def test_cli_converts_a_snapshot(tmp_path, capsys, official_globals):
     assert (tmp_path / "out" / "G_ema" / "model.safetensors").is_file()
     code, _, err = _cli(capsys, "convert", "stylegan2-pkl", str(path), str(tmp_path / "out"))
     assert code == 2 and "not empty" in err
+
+
+def test_tensor_larger_than_its_storage_is_refused():
+    storage = op._load_from_bytes(legacy_blob(torch.ones(4)))
+    assert torch.equal(op._rebuild_tensor_v2(storage, 1, (3,), (1,)), torch.ones(3))
+    with pytest.raises(CheckpointError, match="more elements than its storage"):
+        op._rebuild_tensor_v2(storage, 0, (10**6, 10**6), (0, 0))
+    with pytest.raises(CheckpointError, match="out of bounds"):
+        op._rebuild_tensor_v2(storage, 2, (4,), (1,))

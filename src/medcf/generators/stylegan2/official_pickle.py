@@ -162,6 +162,8 @@ def _rebuild_tensor_v2(storage: Any, storage_offset: Any, size: Any, stride: Any
     ints = (storage_offset, *size, *stride) if isinstance(size, tuple) and isinstance(stride, tuple) else None
     if ints is None or len(size) != len(stride) or not all(isinstance(v, int) and v >= 0 for v in ints):
         raise CheckpointError("tensor: malformed size/stride/offset")
+    if int(np.prod(size, dtype=np.int64)) > max(storage.data.numel(), 1):
+        raise CheckpointError("tensor: has more elements than its storage (expanded tensors are not supported)")
     try:
         view = storage.data.as_strided(size, stride, storage_offset)
     except RuntimeError as e:
