@@ -310,6 +310,7 @@ class AugmentPipe(SavableModule):
 
         def normal(shape: list[int]) -> Tensor:
             return torch.randn(shape, generator=generator, device=dev)
+
         ref = torch.zeros(b, device=dev)  # dtype/device/batch template for matrices
 
         def pick(value: Tensor, prob: Tensor | float, neutral: float, debug_value: Tensor | None) -> Tensor:
