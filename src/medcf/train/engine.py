@@ -527,13 +527,21 @@ def _make_accelerator(mixed_precision: str):
     from accelerate import Accelerator
     from accelerate.state import AcceleratorState
 
-    if mixed_precision != "no" and not torch.cuda.is_available():
+    cpu = not _has_accelerator()  # cpu=True also makes accelerate use gloo under torchrun
+    if mixed_precision != "no" and cpu:
         logger.warning("mixed_precision=%r needs a GPU; training in float32 on CPU", mixed_precision)
         mixed_precision = "no"
     shared = AcceleratorState._shared_state
     if shared and shared.get("_mixed_precision") not in (None, mixed_precision):
         AcceleratorState._reset_state(reset_partial_state=False)  # keep the process group
-    return Accelerator(mixed_precision=mixed_precision)
+    return Accelerator(mixed_precision=mixed_precision, cpu=cpu)
+
+
+def _has_accelerator() -> bool:
+    acc = getattr(torch, "accelerator", None)
+    if acc is not None and hasattr(acc, "is_available"):
+        return bool(acc.is_available())
+    return torch.cuda.is_available() or torch.backends.mps.is_available()
 
 
 def _to_device(batch: Any, device: torch.device) -> Any:
