@@ -374,5 +374,14 @@ def test_evaluate_counterfactuals_summary_and_rows():
     assert rows[1]["l1"] == pytest.approx(0.5)
     json.dumps(summary, allow_nan=False)
     json.dumps(rows, allow_nan=False)
+    # cardiomegaly: the truth region is the heart-border band; real images may be sample dicts
+    heart = _square_mask(4, 12)
+    band_map = boundary_band(heart, 2)
+    cf = make_cf([-1], [1], 1, difference=band_map)
+    summary, _ = evaluate_counterfactuals([cf], classifier=MeanLogit(), gt=[{"heart_mask": heart}],
+                                          task="cardiomegaly", band_width=2, fid_extractor=MeanLogit(),
+                                          real_target_images=[{"image": real}])
+    assert summary["localization"]["auroc"] == 1.0 and "band" in summary["localization"]["region"]
+    assert summary["fid"]["n_real"] == 4 and summary["fid"]["fid"] is None  # one fake image: undefined
     with pytest.raises(ValueError, match="real_target_images"):
         evaluate_counterfactuals([b1], classifier=MeanLogit(), fid_extractor=MeanLogit())

@@ -25,6 +25,7 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from medcf.errors import CheckpointError, ShapeError
+from medcf.eval._common import evaluating, model_device
 from medcf.eval.lpips_weights import _saved_keys, build_lpips_module, load_lpips_state
 
 log = logging.getLogger(__name__)
@@ -84,8 +85,8 @@ class LPIPS(nn.Module):
 
 def lpips_distance(x: Tensor, y: Tensor, metric: LPIPS) -> Tensor:
     """[B] LPIPS distances between ``x`` and ``y`` without gradients."""
-    device = next(metric.parameters()).device
-    with torch.no_grad():
+    device = model_device(metric)
+    with evaluating(metric):
         return metric(x.to(device), y.to(device)).cpu()
 
 

@@ -77,7 +77,7 @@ def evaluate_counterfactuals(
     fo_detector: nn.Module | None = None,       # foreign objects, logits [B, 3]
     ctr_regressor: nn.Module | None = None,     # CTR, [B, 1] or [B]
     fid_extractor: str | nn.Module | None = None,  # "inception" or a module with features()
-    real_target_images: Iterable[Tensor] | Tensor | None = None,  # FID reference set
+    real_target_images: Iterable[Tensor | Mapping] | Tensor | None = None,  # FID reference set
     gt: Iterable[Mapping] | None = None,        # one sample-dict batch per cf batch
     lpips: LPIPS | None = None,                 # LPIPS metric (medcf.eval.LPIPS)
     nuisance_regressor: nn.Module | None = None,  # nuisance factors, [B, N]
@@ -104,7 +104,7 @@ def evaluate_counterfactuals(
         fid = FID(fid_extractor, inception_weights=inception_weights) \
             if isinstance(fid_extractor, str) else FID(fid_extractor)
         for x in ([real_target_images] if isinstance(real_target_images, Tensor) else real_target_images):
-            fid.update(x, real=True)
+            fid.update(x["image"] if isinstance(x, Mapping) else x, real=True)  # tensors or sample dicts
     gt_iter = iter(gt) if gt is not None else None
 
     cols: dict[str, list[Tensor]] = defaultdict(list)
