@@ -179,9 +179,10 @@ def test_images_and_block_outputs(which, g_a, g_b, refs_a, refs_b):
         c = refs["c"] if G.c_dim else None  # the full G(z, c) equals mapping + synthesis
         assert _maxerr(G(refs["z"], c, noise_mode="const", force_fp32=True),
                        refs["img_const"]) <= IMG_TOL
-        # the training-time (non-fused) modulation path computes the same function
-        img = G.synthesis(refs["ws"], noise_mode="const", fused_modconv=False)
-        assert _maxerr(img, refs["img_const"]) <= IMG_TOL
+        # the fused (grouped conv) and non-fused modulation paths compute the same function
+        for fused in (True, False):
+            img = G.synthesis(refs["ws"], noise_mode="const", fused_modconv=fused)
+            assert _maxerr(img, refs["img_const"]) <= IMG_TOL
 
 
 def test_noise_none_a(g_a, refs_a):

@@ -120,15 +120,12 @@ def fir_filter(x: Tensor, kernel: Tensor, pad: tuple[int, int, int, int], down: 
 
     x: [B, C, H, W]; kernel: [1, 1, kh, kw] ready for conv2d (already flipped and gained).
     """
-    b, c, h, w = x.shape
-    x = x.reshape(b * c, 1, h, w)
+    c = x.shape[1]
+    k = kernel.to(x.dtype).expand(c, 1, -1, -1)  # depthwise: a view, no copy of the filter
     x0, x1, y0, y1 = pad
-    k = kernel.to(x.dtype)
     if x0 == x1 and y0 == y1 and x0 >= 0 and y0 >= 0:
-        x = F.conv2d(x, k, stride=down, padding=(y0, x0))
-    else:
-        x = F.conv2d(F.pad(x, [x0, x1, y0, y1]), k, stride=down)
-    return x.reshape(b, c, x.shape[2], x.shape[3])
+        return F.conv2d(x, k, stride=down, padding=(y0, x0), groups=c)
+    return F.conv2d(F.pad(x, [x0, x1, y0, y1]), k, stride=down, groups=c)
 
 
 def fir_upsample(x: Tensor, kernel: Tensor, up: int, pad: tuple[int, int, int, int]) -> Tensor:
