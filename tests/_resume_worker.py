@@ -78,6 +78,7 @@ def main() -> None:
     ap.add_argument("--kill-mode", choices=("start", "mid"), default="start")
     ap.add_argument("--resume", action="store_true")
     ap.add_argument("--workers", type=int, default=0)
+    ap.add_argument("--mixed-precision", default="no")
     args = ap.parse_args()
 
     torch.manual_seed(0)  # identical initial weights in every invocation
@@ -107,7 +108,8 @@ def main() -> None:
 
     config = TrainConfig(out_dir=args.run_dir, steps=STEPS, batch_size=BATCH, seed=7,
                          log_every=LOG_EVERY, checkpoint_every=CKPT_EVERY, ema_decay=0.8,
-                         num_workers=args.workers, progress=False)
+                         num_workers=args.workers, mixed_precision=args.mixed_precision,
+                         progress=False)
     trainer = Trainer(config, models={"model": net}, optimizers={"model": opt},
                       schedulers={"model": sched}, dataset=ToyData(), step_fn=step_fn,
                       extra_state=extra, run_info={"worker": "resume"},

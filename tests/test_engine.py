@@ -243,7 +243,7 @@ def test_resume_extends_a_finished_run_like_one_long_run(tmp_path):
 
         def step_fn(tr, batch):
             x = F.dropout(batch["image"], 0.5)  # global torch RNG
-            noise = torch.randn(1, generator=tr.generator)
+            noise = torch.randn(1, generator=tr.generator, device=tr.device)
             loss = (tr.models["model"](x) - noise).pow(2).mean()
             opt.zero_grad(set_to_none=True)
             tr.backward(loss)
@@ -370,3 +370,20 @@ def test_two_process_ddp_matches_one_process_with_the_global_batch(tmp_path):
         torch.testing.assert_close(w2[k], w1[k], rtol=1e-5, atol=1e-6)
     state = torch.load(tmp_path / "two" / "run" / "train_state.pt", weights_only=True)
     assert state["world_size"] == 2 and len(state["rng"]) == 2  # one RNG state per rank
+
+
+def test_hook_eval_mode_is_undone_and_hooks_see_the_step(tmp_path):
+    modes, hook_steps = [], []
+
+    def step_fn(tr, batch):
+        modes.append(tr.models["model"].training)
+        return {}
+
+    def hook(tr):
+        hook_steps.append(tr.step)
+        tr.unwrap("model").eval()
+
+    make_trainer(tmp_path / "r", steps=5, step_fn=step_fn,
+                 hooks=[Hook(every=2, fn=hook, at_end=False)]).fit()
+    assert modes == [True] * 5
+    assert hook_steps == [2, 4]  # at_end=False: no extra call at step 5

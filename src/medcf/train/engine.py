@@ -481,6 +481,7 @@ class Trainer:
 
     def _run_hooks(self, last: bool) -> dict[str, Any]:
         out: dict[str, Any] = {}
+        modes = {k: m.training for k, m in self.models.items()}
         for hook in self.hooks:
             if not (self.step % hook.every == 0 or (last and hook.at_end)):
                 continue
@@ -489,6 +490,8 @@ class Trainer:
             result = hook.fn(self)
             if result:
                 out.update(result)
+        for k, m in self.models.items():  # a hook may have switched a model to eval()
+            m.train(modes[k])
         if out and "step" not in out:
             out["step"] = self.step
         return out
