@@ -239,7 +239,17 @@ def render_sample(config: SynthConfig, seed: int, index: int) -> SynthSample:
         box = D.box_sd(X, Y, pcx, pcy, bx, by, 0.35 * min(bx, by))
         pts = D.bezier((pcx - ps * bx, pcy), (ps * 0.04, lcy - 0.35 * lay + 0.1 * u[39]),
                        (hx + 0.3 * half_w, hy + 0.25 * hb), 10)
-        lead = D.polyline_sd(X, Y, pts, max(0.012, 0.6 * px))
+        lead_hw = max(0.012, 0.6 * px)
+        # only pixels near the lead's bounding box (mapped back to the image frame) need distances
+        iu = c * pts[:, 0] - s * pts[:, 1] + 2.0 * shx
+        iv = s * pts[:, 0] + c * pts[:, 1] + 2.0 * shy
+        pad = lead_hw / px + 2
+        n_px = config.resolution
+        c0, c1 = (max(0, int((iu.min() + 1) / px - pad)), min(n_px, int((iu.max() + 1) / px + pad) + 1))
+        r0, r1 = (max(0, int((iv.min() + 1) / px - pad)), min(n_px, int((iv.max() + 1) / px + pad) + 1))
+        lead = np.full(g.u.shape, 1.0, np.float32)
+        if r0 < r1 and c0 < c1:
+            lead[r0:r1, c0:c1] = D.polyline_sd(X[r0:r1, c0:c1], Y[r0:r1, c0:c1], pts, lead_hw)
         d += 0.6 * D.coverage(box, px) + 0.4 * D.coverage(lead, px)
         fo_masks[0] = (box <= 0) | (lead <= 0)
     if fo_flags[1]:  # 3-5 ECG electrodes: bright ring with a brighter snap
