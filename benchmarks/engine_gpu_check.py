@@ -1,6 +1,6 @@
 """GPU check of the training engine: tests, fp16/bf16 runs, SIGKILL + resume on CUDA.
 
-    PYTHONPATH=src python benchmarks/engine_gpu_check.py OUT_DIR
+    PYTHONPATH=src python benchmarks/engine_gpu_check.py OUT_DIR [no|fp16|bf16 ...]
 
 Prints one line per check and the machine; exits non-zero if a check fails.
 """
@@ -43,7 +43,7 @@ def main() -> int:
           f"torch={torch.__version__}, cuda={torch.cuda.is_available()}, "
           f"gpu={torch.cuda.get_device_name(0) if torch.cuda.is_available() else None}", flush=True)
     ok = True
-    for mp in ("no", "fp16", "bf16"):
+    for mp in sys.argv[2:] or ("no", "fp16", "bf16"):
         base, killed = out / f"base_{mp}", out / f"kill_{mp}"
         ok &= worker(base, "--mixed-precision", mp).returncode == 0
         p = worker(killed, "--mixed-precision", mp, "--kill-at", "13", "--kill-mode", "mid")

@@ -387,3 +387,16 @@ def test_hook_eval_mode_is_undone_and_hooks_see_the_step(tmp_path):
                  hooks=[Hook(every=2, fn=hook, at_end=False)]).fit()
     assert modes == [True] * 5
     assert hook_steps == [2, 4]  # at_end=False: no extra call at step 5
+
+
+def test_engine_tolerates_an_accelerator_state_with_other_settings(tmp_path):
+    """Another library (or an earlier run) initialised accelerate with bf16 in this process."""
+    from accelerate import Accelerator
+    from accelerate.state import AcceleratorState
+
+    AcceleratorState._reset_state()  # earlier tests initialised it with "no"
+    Accelerator(mixed_precision="bf16", cpu=not torch.cuda.is_available())
+    tr = make_trainer(tmp_path / "r", steps=2)
+    tr.fit()
+    assert tr.accelerator.mixed_precision == "no"
+    assert read_header(tmp_path / "r")["meta"]["steps"] == 2
