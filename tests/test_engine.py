@@ -251,7 +251,7 @@ def test_resume_extends_a_finished_run_like_one_long_run(tmp_path):
             return {"loss": loss.item()}
 
         cfg = TrainConfig(out_dir=str(out), steps=steps, batch_size=3, checkpoint_every=4,
-                          ema_decay=0.9, progress=False)
+                          log_every=1, ema_decay=0.9, progress=False)
         tr = Trainer(cfg, models={"model": net}, optimizers={"model": opt},
                      dataset=IndexData(7), step_fn=step_fn)
         tr.fit(resume=resume)
@@ -259,7 +259,13 @@ def test_resume_extends_a_finished_run_like_one_long_run(tmp_path):
 
     straight = run(tmp_path / "a", 20, False)
     run(tmp_path / "b", 10, False)
+    with (tmp_path / "b" / "stats.jsonl").open("a") as f:  # as if killed mid-write
+        f.write('{"step": 11, "lo')
+    (tmp_path / "b" / ".train_state.pt.abc.tmp").write_bytes(b"partial")
     resumed = run(tmp_path / "b", 20, True)
+    lines = [json.loads(x) for x in (tmp_path / "b" / "stats.jsonl").read_text().splitlines()]
+    assert [x["step"] for x in lines] == list(range(1, 21))  # log_every=1: one line per step
+    assert not (tmp_path / "b" / ".train_state.pt.abc.tmp").exists()
     assert resumed["step"] == 20
     assert torch.equal(straight["models"]["model"]["w"], resumed["models"]["model"]["w"])
     assert torch.equal(straight["ema"]["module"]["w"], resumed["ema"]["module"]["w"])
@@ -400,3 +406,16 @@ def test_engine_tolerates_an_accelerator_state_with_other_settings(tmp_path):
     tr.fit()
     assert tr.accelerator.mixed_precision == "no"
     assert read_header(tmp_path / "r")["meta"]["steps"] == 2
+
+
+def test_resume_recovers_model_dir_from_an_interrupted_swap(tmp_path):
+    """A kill between atomic_write_dir's two renames leaves only .model.*.old; resume restores it."""
+    run = tmp_path / "run"
+    make_trainer(run, steps=3).fit()
+    weights = (run / "model" / "model.safetensors").read_bytes()
+    os.replace(run / "model", run / ".model.x1.old")
+    (run / ".model.x2.tmp").mkdir()  # the half-filled new copy
+    assert make_trainer(run, steps=3).fit(resume=True) == run / "model"
+    assert (run / "model" / "model.safetensors").read_bytes() == weights
+    assert sorted(p.name for p in run.iterdir()) == ["model", "run.json", "stats.jsonl",
+                                                    "train_state.pt"]

@@ -31,6 +31,8 @@ from __future__ import annotations
 import json
 import logging
 import math
+import os
+import shutil
 import time
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
@@ -432,9 +434,11 @@ class Trainer:
         if not self.is_main_process:
             return
         stats = self.run_dir / STATS_NAME
-        if resumed and stats.exists():  # drop lines written after the checkpoint we resume from
+        if resumed:
+            _clean_stale_writes(self.run_dir)
+        if resumed and stats.exists():  # drop lines after the checkpoint and any torn last line
             kept = [line for line in stats.read_text().splitlines()
-                    if line.strip() and _line_step(line) <= self.step]
+                    if 0 <= _line_step(line) <= self.step]
             atomic_write_text(stats, "".join(line + "\n" for line in kept))
         self._stats_file = stats.open("a")
         if self.config.tensorboard:
@@ -530,7 +534,8 @@ def _make_accelerator(mixed_precision: str):
     from accelerate import Accelerator
     from accelerate.state import AcceleratorState
 
-    cpu = not _has_accelerator()  # cpu=True also makes accelerate use gloo under torchrun
+    forced_cpu = os.environ.get("ACCELERATE_USE_CPU", "").lower() in ("1", "true", "yes")
+    cpu = forced_cpu or not _has_accelerator()  # cpu=True: gloo under torchrun on CPU
     if mixed_precision != "no" and cpu:
         logger.warning("mixed_precision=%r needs a GPU; training in float32 on CPU", mixed_precision)
         mixed_precision = "no"
@@ -564,10 +569,27 @@ def _fmt(v: Any) -> str:
 
 
 def _line_step(line: str) -> int:
+    """The step of a stats.jsonl line; -1 for a torn or foreign line."""
     try:
-        return int(json.loads(line).get("step", 0))
-    except (ValueError, AttributeError, TypeError):
-        return 0
+        return int(json.loads(line)["step"])
+    except (ValueError, KeyError, TypeError):
+        return -1
+
+
+def _clean_stale_writes(run_dir: Path) -> None:
+    """Remove temporaries of atomic writes interrupted by a kill (restoring model/ if needed)."""
+    model = run_dir / "model"
+    olds = sorted(run_dir.glob(".model.*.old"))
+    if not model.exists() and olds:  # killed between the two renames of atomic_write_dir
+        olds[-1].rename(model)
+        logger.warning("%s: restored model/ from an interrupted checkpoint write", run_dir)
+    for p in [*run_dir.glob(".model.*.tmp"), *run_dir.glob(".model.*.old"),
+              *run_dir.glob(f".{STATE_NAME}.*.tmp"), *run_dir.glob(f".{STATS_NAME}.*.tmp"),
+              *run_dir.glob(f".{RUN_NAME}.*.tmp")]:
+        if p.is_dir():
+            shutil.rmtree(p, ignore_errors=True)
+        else:
+            p.unlink(missing_ok=True)
 
 
 __all__ = ["TrainConfig", "Trainer", "Hook", "StepFn", "STATE_NAME", "STATS_NAME", "RUN_NAME"]
