@@ -92,14 +92,14 @@ def bench(name: str, args, compiled: bool) -> None:
     real = torch.rand(b, 1, gcfg.img_resolution, gcfg.img_resolution, generator=gen,
                       device=device) * 2 - 1
     g_run, d_run = (torch.compile(G), torch.compile(D)) if compiled else (G, D)
-    tag = f"{name:>3} {'compile' if compiled else 'eager':>7}"
+    tag = f"{name:>3} {'compile' if compiled else 'eager':>7}{' fp16' if args.fp16 else ''}"
 
     # 1. generator forward throughput
     G.eval()
 
     def forward():
         with torch.no_grad():
-            return g_run(z, None, noise_mode="const")
+            return g_run(z, None, noise_mode="const", fused_modconv=args.fused)
 
     first, t = timeit(forward, device, args.iters, args.warmup)
     print(f"{tag}  G forward   batch {b}: {b / t:9.1f} img/s  ({t * 1e3:8.2f} ms/batch; "
@@ -127,6 +127,57 @@ def bench(name: str, args, compiled: bool) -> None:
           f"first call {first:6.2f} s)", flush=True)
 
 
+def accuracy(fixtures: str, device: torch.device) -> None:
+    """Errors against the official reference fixture on ``device``: fp32 (TF32 off / on) and fp16."""
+    import copy
+    import json
+    from pathlib import Path
+
+    from safetensors.torch import load_file
+
+    from medcf.generators.stylegan2 import build_from_official
+
+    root = Path(fixtures)
+
+    def net(name: str, **changes):
+        meta = json.loads((root / f"{name}.json").read_text())
+        kwargs = copy.deepcopy(meta["init_kwargs"])
+        for section, (key, value) in changes.items():
+            (kwargs[section] if section != "top" else kwargs)[key] = value
+        return build_from_official(meta["class_name"], kwargs,
+                                   load_file(str(root / f"{name}.safetensors"))).to(device)
+
+    ra = {k: v.to(device) for k, v in load_file(str(root / "refs_A.safetensors")).items()}
+    rb = {k: v.to(device) for k, v in load_file(str(root / "refs_B.safetensors")).items()}
+    ga, gb, da = net("generator_A"), net("generator_B"), net("discriminator_A")
+    da16 = net("discriminator_A", top=("num_fp16_res", 4))
+
+    def err(a, b):
+        return f"{(a.float() - b).abs().max().item():.2e} (max|ref| {b.abs().max().item():.2f})"
+
+    for tf32 in (False, True):
+        torch.backends.cudnn.allow_tf32 = torch.backends.cuda.matmul.allow_tf32 = tf32
+        with torch.no_grad():
+            for fused in (True, False):
+                print(f"fp32 tf32={tf32} fused={fused}: "
+                      f"A img_const {err(ga.synthesis(ra['ws'], noise_mode='const', force_fp32=True, fused_modconv=fused), ra['img_const'])}, "  # noqa: E501
+                      f"B img_const {err(gb.synthesis(rb['ws'], noise_mode='const', force_fp32=True, fused_modconv=fused), rb['img_const'])}")  # noqa: E501
+            print(f"fp32 tf32={tf32}: A ws {err(ga.mapping(ra['z'], None), ra['ws'])}, "
+                  f"B ws {err(gb.mapping(rb['z'], rb['c']), rb['ws'])}, "
+                  f"D_A logits {err(da(ra['img_const'], None, force_fp32=True), ra['d_logits'])}")
+    torch.backends.cudnn.allow_tf32 = torch.backends.cuda.matmul.allow_tf32 = False
+    with torch.no_grad():  # B runs its 4 highest resolutions in fp16 (num_fp16_res=4, clamp 256)
+        for fused in (True, False):
+            print(f"fp16 fused={fused}: B img_const "
+                  f"{err(gb.synthesis(rb['ws'], noise_mode='const', fused_modconv=fused), rb['img_const'])}")  # noqa: E501
+        print(f"fp16: D_A logits with num_fp16_res=4 {err(da16(ra['img_const'], None), ra['d_logits'])}")
+    gb.train()
+    img = gb(rb["z"], rb["c"], noise_mode="const")
+    img.square().mean().backward()
+    finite = all(torch.isfinite(p.grad).all() for p in gb.parameters() if p.grad is not None)
+    print(f"fp16 training-mode backward of G_B: output dtype {img.dtype}, grads finite: {finite}")
+
+
 def main() -> None:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     p.add_argument("--device", default="cpu")
@@ -138,6 +189,10 @@ def main() -> None:
     p.add_argument("--compile", action="store_true", help="also measure torch.compile")
     p.add_argument("--no-eager", action="store_true", help="skip the eager measurements")
     p.add_argument("--fp16", action="store_true", help="num_fp16_res=4, conv_clamp=256 (CUDA)")
+    p.add_argument("--fused", default=None, type=lambda v: {"on": True, "off": False}[v],
+                   help="G forward modulation path: on (grouped conv) | off (default: auto)")
+    p.add_argument("--accuracy", metavar="FIXTURE_DIR", default=None,
+                   help="first compare with the official reference fixture on --device")
     args = p.parse_args()
     if args.threads:
         torch.set_num_threads(args.threads)
@@ -145,7 +200,9 @@ def main() -> None:
           f"torch {torch.__version__}, torch threads {torch.get_num_threads()}, "
           f"device {args.device}"
           + (f" ({torch.cuda.get_device_name()})" if args.device.startswith("cuda") else ""))
-    for name in args.configs.split(","):
+    if args.accuracy:
+        accuracy(args.accuracy, torch.device(args.device))
+    for name in [c for c in args.configs.split(",") if c]:
         if not args.no_eager:
             bench(name, args, compiled=False)
         if args.compile:
