@@ -2,7 +2,10 @@
 
 Single process:  python tests/_ddp_worker.py OUT
 Two processes:   python -m torch.distributed.run --standalone --nproc_per_node 2 \
-                     tests/_ddp_worker.py OUT
+                     tests/_ddp_worker.py OUT [--split 2]
+
+With ``--split K`` the run stops after K steps and a fresh Trainer (other initial
+weights) resumes it to the end, so the result also checks a distributed resume.
 
 Every rank writes OUT/grads_rank{r}.pt with the (all-reduced) gradients and the sample
 indices it saw at each step; the main process writes the run under OUT/run.
@@ -55,12 +58,10 @@ class ToyData(torch.utils.data.Dataset):
 def main(argv: list[str] | None = None) -> None:
     ap = argparse.ArgumentParser()
     ap.add_argument("out")
+    ap.add_argument("--split", type=int, default=0,
+                    help="train to this step, then resume in a fresh Trainer with fresh weights")
     args = ap.parse_args(argv)
     out = Path(args.out)
-
-    torch.manual_seed(0)
-    net = LinNet(LinConfig())
-    opt = torch.optim.SGD(net.parameters(), lr=0.5, momentum=0.9)
     record = {"grads": [], "indices": []}
 
     def step_fn(tr, batch):
@@ -74,14 +75,25 @@ def main(argv: list[str] | None = None) -> None:
         o.step()
         return {"loss": loss.item()}
 
-    config = TrainConfig(out_dir=str(out / "run"), steps=STEPS, batch_size=BATCH, seed=3,
-                         log_every=1, checkpoint_every=2, progress=False)
-    trainer = Trainer(config, models={"model": net}, optimizers={"model": opt},
-                      dataset=ToyData(), step_fn=step_fn,
-                      hooks=[Hook(every=1, fn=lambda tr: {"world": tr.world_size})])
-    trainer.fit()
-    record["world_size"] = trainer.world_size
-    torch.save(record, out / f"grads_rank{trainer.rank}.pt")
+    def trainer(steps: int, init_seed: int) -> Trainer:
+        torch.manual_seed(init_seed)
+        net = LinNet(LinConfig())
+        opt = torch.optim.SGD(net.parameters(), lr=0.5, momentum=0.9)
+        config = TrainConfig(out_dir=str(out / "run"), steps=steps, batch_size=BATCH, seed=3,
+                             log_every=1, checkpoint_every=2, progress=False)
+        return Trainer(config, models={"model": net}, optimizers={"model": opt},
+                       dataset=ToyData(), step_fn=step_fn,
+                       hooks=[Hook(every=1, fn=lambda tr: {"world": tr.world_size})])
+
+    if args.split:
+        trainer(args.split, init_seed=0).fit()
+        tr = trainer(STEPS, init_seed=123)  # wrong initial weights: resume must replace them
+        tr.fit(resume=True)
+    else:
+        tr = trainer(STEPS, init_seed=0)
+        tr.fit()
+    record["world_size"] = tr.world_size
+    torch.save(record, out / f"grads_rank{tr.rank}.pt")
 
 
 if __name__ == "__main__":

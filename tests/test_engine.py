@@ -350,6 +350,7 @@ def test_sigkill_and_resume_matches_uninterrupted_run(tmp_path):
 
 @pytest.mark.slow
 def test_two_process_ddp_matches_one_process_with_the_global_batch(tmp_path):
+    """torchrun with 2 gloo processes x 4 samples == 1 process x 8 samples, across a resume."""
     sys.path.insert(0, str(ROOT / "tests"))
     try:
         import _ddp_worker
@@ -357,7 +358,8 @@ def test_two_process_ddp_matches_one_process_with_the_global_batch(tmp_path):
         sys.path.remove(str(ROOT / "tests"))
     _ddp_worker.main([str(tmp_path / "one")])  # the single-process reference, in this process
     ddp = subprocess.run([PY, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node",
-                          "2", str(ROOT / "tests" / "_ddp_worker.py"), str(tmp_path / "two")],
+                          "2", str(ROOT / "tests" / "_ddp_worker.py"), str(tmp_path / "two"),
+                          "--split", "2"],  # 2 steps, then a distributed resume to 3
                          env=_env(), capture_output=True, text=True, timeout=180)
     assert ddp.returncode == 0, ddp.stderr[-3000:]
     one = torch.load(tmp_path / "one" / "grads_rank0.pt", weights_only=True)
@@ -376,6 +378,8 @@ def test_two_process_ddp_matches_one_process_with_the_global_batch(tmp_path):
         torch.testing.assert_close(w2[k], w1[k], rtol=1e-5, atol=1e-6)
     state = torch.load(tmp_path / "two" / "run" / "train_state.pt", weights_only=True)
     assert state["world_size"] == 2 and len(state["rng"]) == 2  # one RNG state per rank
+    info = json.loads((tmp_path / "two" / "run" / "run.json").read_text())
+    assert info["resumed"][0]["step"] == 2 and info["world_size"] == 2
 
 
 def test_hook_eval_mode_is_undone_and_hooks_see_the_step(tmp_path):
