@@ -5,13 +5,14 @@ An official network is described by its class path (``training.networks.Generato
 received (what an official pickle stores as ``_init_kwargs``), and its
 ``state_dict()``. No official code is imported or executed here.
 
-Example:
-    >>> import json                                                     # doctest: +SKIP
-    >>> from safetensors.torch import load_file
-    >>> meta = json.load(open("generator_A.json"))
-    >>> G = build_from_official(meta["class_name"], meta["init_kwargs"],
-    ...                         load_file("generator_A.safetensors"))
-    >>> img = G(z, None, noise_mode="const", force_fp32=True)
+Example (``generator_A.*`` from the reference fixture)::
+
+    import json
+    from safetensors.torch import load_file
+    meta = json.load(open("generator_A.json"))
+    G = build_from_official(meta["class_name"], meta["init_kwargs"],
+                            load_file("generator_A.safetensors"))
+    img = G(z, None, noise_mode="const", force_fp32=True)   # z: [B, 64]
 """
 
 from __future__ import annotations
