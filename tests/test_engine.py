@@ -289,10 +289,17 @@ def test_tensorboard_events_and_missing_package_error(tmp_path, monkeypatch):
     pytest.importorskip("tensorboard")
     hook = Hook(every=2, fn=lambda tr: {"grid": torch.zeros(2, 1, 4, 4), "acc": 0.5})
     make_trainer(tmp_path / "tb", steps=2, tensorboard=True, log_every=1, hooks=[hook]).fit()
-    assert list((tmp_path / "tb" / "tb").glob("events.out.tfevents.*"))
+    from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
+
+    events = EventAccumulator(str(tmp_path / "tb" / "tb"))
+    events.Reload()
+    assert [e.step for e in events.Scalars("loss")] == [1, 2]
+    assert [e.value for e in events.Scalars("acc")] == [0.5]
+    assert "grid" in events.Tags()["images"]
     monkeypatch.setitem(sys.modules, "torch.utils.tensorboard", None)  # import now fails
     with pytest.raises(MedcfError, match="needs the 'tensorboard' package"):
-        make_trainer(tmp_path / "tb2", steps=1, tensorboard=True).fit()
+        make_trainer(tmp_path / "tb2", steps=1, tensorboard=True)
+    assert not (tmp_path / "tb2").exists()  # refused before writing anything
 
 
 # ----------------------------------------------------------------------------- subprocess tests

@@ -172,6 +172,8 @@ class Trainer:
         except (TypeError, ValueError) as e:
             raise MedcfError(f"Trainer: run_info must be JSON-serialisable ({e})") from e
 
+        if config.tensorboard:
+            _summary_writer_class()  # fail before anything is written
         self.config = config
         self.accelerator = _make_accelerator(config.mixed_precision)
         self.device: torch.device = self.accelerator.device
@@ -442,13 +444,8 @@ class Trainer:
             atomic_write_text(stats, "".join(line + "\n" for line in kept))
         self._stats_file = stats.open("a")
         if self.config.tensorboard:
-            try:
-                from torch.utils.tensorboard import SummaryWriter
-            except ImportError as e:
-                raise MedcfError("TrainConfig.tensorboard=True needs the 'tensorboard' package "
-                                 "(pip install tensorboard)") from e
-            self._tb = SummaryWriter(str(self.run_dir / "tb"),
-                                     purge_step=self.step + 1 if resumed else None)
+            self._tb = _summary_writer_class()(str(self.run_dir / "tb"),
+                                               purge_step=self.step + 1 if resumed else None)
 
     def _close_logs(self) -> None:
         if self._stats_file is not None:
@@ -543,6 +540,15 @@ def _make_accelerator(mixed_precision: str):
     if shared and shared.get("_mixed_precision") not in (None, mixed_precision):
         AcceleratorState._reset_state(reset_partial_state=False)  # keep the process group
     return Accelerator(mixed_precision=mixed_precision, cpu=cpu)
+
+
+def _summary_writer_class():
+    try:
+        from torch.utils.tensorboard import SummaryWriter
+    except ImportError as e:
+        raise MedcfError("TrainConfig.tensorboard=True needs the 'tensorboard' package "
+                         "(pip install tensorboard)") from e
+    return SummaryWriter
 
 
 def _has_accelerator() -> bool:
