@@ -182,6 +182,8 @@ def test_decode_broadcasts_w_and_checks_shapes():
         assert torch.equal(G.decode(w), G.decode(w[:, None].repeat(1, G.num_ws, 1)))
     with pytest.raises(ShapeError, match=r"w: expected \[B, 16\] or \[B, 6, 16\], got \(2, 5, 16\)"):
         G.decode(torch.zeros(2, 5, 16))
+    with pytest.raises(MedcfError, match="noise_mode: expected one of"):
+        G.decode(w, noise_mode="bogus")
 
 
 def test_labels_class_index_and_errors():

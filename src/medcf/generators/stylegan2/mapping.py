@@ -20,7 +20,7 @@ from __future__ import annotations
 import torch
 from torch import Tensor, nn
 
-from medcf.errors import ShapeError
+from medcf.errors import MedcfError, ShapeError
 from medcf.generators.stylegan2.config import MappingConfig
 from medcf.generators.stylegan2.layers import FullyConnectedLayer, normalize_2nd_moment
 
@@ -73,12 +73,12 @@ class MappingNetwork(nn.Module):
 
         if self.num_ws is None:
             if truncation_psi != 1:
-                raise ValueError("truncation needs num_ws and w_avg (mapping without w_avg)")
+                raise MedcfError("truncation_psi: this mapping network has no w_avg to truncate toward")
             return x
         ws = x.unsqueeze(1).repeat(1, self.num_ws, 1)  # [B, num_ws, w_dim]
         if truncation_psi != 1:
             if self.w_avg_beta is None:
-                raise ValueError("truncation_psi != 1 needs w_avg tracking (w_avg_beta is None)")
+                raise MedcfError("truncation_psi: needs w_avg tracking, but w_avg_beta is None")
             if truncation_cutoff is None or truncation_cutoff >= self.num_ws:
                 ws = self.w_avg.lerp(ws, truncation_psi)
             else:

@@ -28,6 +28,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
+from medcf.errors import MedcfError
 from medcf.generators.stylegan2.config import SynthesisConfig, channels_at
 from medcf.generators.stylegan2.layers import (
     Conv2dLayer,
@@ -270,7 +271,7 @@ class SynthesisNetwork(nn.Module):
                 fused_modconv: bool | None = None,
                 generator: torch.Generator | None = None) -> Tensor:
         if noise_mode not in NOISE_MODES:
-            raise ValueError(f"noise_mode: expected one of {list(NOISE_MODES)}, got {noise_mode!r}")
+            raise MedcfError(f"noise_mode: expected one of {list(NOISE_MODES)}, got {noise_mode!r}")
         ws = ws.to(torch.float32)
         x = img = None
         for name, start, count in self._slices:
