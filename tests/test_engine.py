@@ -326,33 +326,33 @@ def _final(run: Path):
 
 @pytest.mark.slow
 def test_sigkill_and_resume_matches_uninterrupted_run(tmp_path):
+    """One run killed twice: right after a checkpoint, then between checkpoints (mid-step)."""
     _worker(tmp_path / "base")
     base_weights, base_state, base_losses = _final(tmp_path / "base")
-    cases = [  # (kill at tr.step, where, dataloader workers): last checkpoint is at step 10
-        (10, "start", 0),  # right after the step-10 checkpoint, before step 11 starts
-        (13, "mid", 2),    # between checkpoints, after backward and before optimizer.step
+    run = tmp_path / "killed"
+    segments = [  # (extra args, step of the last checkpoint when SIGKILL lands); ckpt every 5
+        (["--kill-at", 10, "--kill-mode", "start"], 10),  # before step 11 starts
+        (["--resume", "--kill-at", 17, "--kill-mode", "mid", "--workers", 2], 15),  # in step 18
     ]
-    for kill_at, mode, workers in cases:
-        run = tmp_path / f"kill{kill_at}"
-        proc = _worker(run, "--kill-at", kill_at, "--kill-mode", mode, "--workers", workers,
-                       check=False)
+    for args, saved_step in segments:
+        proc = _worker(run, *args, check=False)
         assert proc.returncode == -9, proc.stderr[-2000:]  # died by SIGKILL
-        assert torch.load(run / "train_state.pt", weights_only=True)["step"] == 10
+        assert torch.load(run / "train_state.pt", weights_only=True)["step"] == saved_step
         with pytest.raises(MedcfError, match="already holds"):
             make_trainer(run, steps=24, batch_size=8).fit()
-        _worker(run, "--resume", "--workers", workers)
-        weights, state, losses = _final(run)
-        assert state["step"] == 24
-        for k in base_weights:  # exported EMA weights
-            torch.testing.assert_close(weights[k], base_weights[k], rtol=1e-6, atol=1e-7)
-        for k, v in base_state["models"]["model"].items():  # raw weights
-            torch.testing.assert_close(state["models"]["model"][k], v, rtol=1e-6, atol=1e-7)
-        assert state["extra"]["total"] == pytest.approx(base_state["extra"]["total"], rel=1e-6)
-        assert [s for s, _, _ in losses] == [s for s, _, _ in base_losses]  # no duplicate lines
-        for got, want in zip(losses, base_losses, strict=True):  # same logged losses
-            assert [x is None for x in got] == [x is None for x in want]
-            assert [x for x in got if x is not None] == pytest.approx(
-                [x for x in want if x is not None], rel=1e-6)
+    _worker(run, "--resume")
+    weights, state, losses = _final(run)
+    assert state["step"] == 24
+    for k in base_weights:  # exported EMA weights
+        torch.testing.assert_close(weights[k], base_weights[k], rtol=1e-6, atol=1e-7)
+    for k, v in base_state["models"]["model"].items():  # raw weights
+        torch.testing.assert_close(state["models"]["model"][k], v, rtol=1e-6, atol=1e-7)
+    assert state["extra"]["total"] == pytest.approx(base_state["extra"]["total"], rel=1e-6)
+    assert [s for s, _, _ in losses] == [s for s, _, _ in base_losses]  # no duplicate lines
+    for got, want in zip(losses, base_losses, strict=True):  # same logged losses
+        assert [x is None for x in got] == [x is None for x in want]
+        assert [x for x in got if x is not None] == pytest.approx(
+            [x for x in want if x is not None], rel=1e-6)
 
 
 @pytest.mark.slow
