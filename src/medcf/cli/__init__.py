@@ -12,7 +12,7 @@ import sys
 import click
 import typer
 
-from medcf.cli import convert, data, data_inspect, info, train, weights
+from medcf.cli import convert, data, data_inspect, explain, info, train, weights
 from medcf.errors import MedcfError
 from medcf.io import first_line
 
@@ -29,6 +29,7 @@ app.add_typer(train.app, name="train")
 app.add_typer(convert.app, name="convert")
 app.add_typer(weights.app, name="weights")
 info.register(app)
+explain.register(app)
 
 
 @app.callback()
