@@ -1,0 +1,567 @@
+"""StyleGAN latent probe (Schutte et al., "Using StyleGAN for visual interpretability
+of deep learning models on medical images", 2021).
+
+``fit``: sample ``w`` from the mapping of ``z ~ N(0, I)`` (optionally truncated),
+render and classify ``G(w)``, and fit a logistic regression (scikit-learn
+``LogisticRegressionCV``, C chosen by stratified cross-validation) from the
+standardised ``w`` to the classifier's decision; its accuracy on a held-out share
+of the samples is reported. The normal ``β`` of the decision boundary, mapped back
+from standardised coordinates (``β / std``) and normalised, is the unit direction
+``α`` in W toward a class (binary: ``+α`` toward class 1, ``-α`` toward 0; more
+classes: the multinomial coefficients centred over classes).
+
+``explain(x, target)``:
+
+1. invert x into W+: a learned encoder, optionally refined by the projector, or
+   the projector alone (``explain_latents(w, target)`` skips this step);
+2. walk ``w_λ = w + λ·σ·α`` (only in the selected W+ ``layers`` if given), with λ
+   in units of ``σ``, the spread of the fit samples along ``α``; every frame
+   ``G(w_λ)`` is classified;
+3. stop rules as in Latent Shift: per query, stop when the target probability
+   reaches ``stop_probability`` ("reached"), when the log-odds stop rising for
+   ``patience`` frames ("no_progress") or at ``max_lambda`` ("max_lambda");
+4. the counterfactual is the first point past ``threshold``, located between the
+   two frames around the crossing by bisection; a query that never crosses
+   keeps its best frame and ``info["found"]`` is False.
+
+The difference map is ``counterfactual - G(w)`` (the reconstruction: both are
+generator images, so the inversion error cancels); ``info["inversion_l1"]``
+reports how far ``G(w)`` is from the input.
+
+Example:
+    >>> probe = LatentProbe(generator=G, classifier=clf, encoder=enc)              # doctest: +SKIP
+    >>> probe.fit(5000, generator=torch.Generator().manual_seed(0))                # doctest: +SKIP
+    >>> cf = probe.explain(x, target="cardiomegaly")                               # doctest: +SKIP
+    >>> probe.save("runs/probe"); LatentProbe.load_probe("runs/probe", generator=G, classifier=clf)  # doctest: +SKIP
+"""
+
+from __future__ import annotations
+
+import contextlib
+import dataclasses
+import json
+import logging
+import math
+import os
+import time
+import warnings
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+from torch import Tensor, nn
+from tqdm.auto import tqdm
+
+from medcf.encoders.generator_io import generator_fingerprint, latent_shape
+from medcf.errors import CheckpointError, MedcfError, NotFittedError, ShapeError
+from medcf.io import atomic_write_dir, first_line
+from medcf.types import Counterfactual, Target, check_images, resolve_target
+
+log = logging.getLogger(__name__)
+
+PROBE_FORMAT = "medcf-latent-probe"
+PROBE_JSON, PROBE_TENSORS = "probe.json", "probe.safetensors"
+
+
+@dataclass(frozen=True)
+class LatentProbeConfig:
+    truncation_psi: float = 1.0           # truncation of the w sampled for fit
+    test_fraction: float = 0.2            # held-out share of the fit samples (probe accuracy)
+    cv_folds: int = 5                     # cross-validation folds choosing C
+    n_cs: int = 10                        # size of the C grid (LogisticRegressionCV Cs)
+    max_iter: int = 2000                  # solver iterations
+    threshold: float = 0.5                # decision threshold on the target probability
+    stop_probability: float | None = 0.9  # extend the walk until this; None: stop at threshold
+    step_size: float = 0.1                # λ increment per frame, in σ units along α
+    max_lambda: float = 10.0              # give up past this λ (σ units)
+    patience: int = 5                     # frames without log-odds progress before giving up
+    min_progress: float = 1e-3            # log-odds rise that counts as progress
+    refine_steps: int = 6                 # bisection steps locating the threshold crossing
+    layers: tuple[int, ...] | None = None  # W+ layers to move (None: all)
+    keep_path: bool = True                # return every frame ([T, B, C, H, W])
+
+    def __post_init__(self):
+        where = "LatentProbeConfig"
+        if not 0.0 < self.threshold < 1.0:
+            raise ValueError(f"{where}.threshold: must lie in (0, 1), got {self.threshold}")
+        if self.stop_probability is not None and not self.threshold <= self.stop_probability < 1.0:
+            raise ValueError(f"{where}.stop_probability: must lie in [threshold, 1), got {self.stop_probability}")
+        if not 0.0 < self.test_fraction < 1.0 or self.cv_folds < 2 or self.n_cs < 1:
+            raise ValueError(f"{where}: test_fraction in (0, 1), cv_folds >= 2, n_cs >= 1 needed, got "
+                             f"{self.test_fraction}, {self.cv_folds}, {self.n_cs}")
+        if self.step_size <= 0 or self.max_lambda < self.step_size or self.patience < 1 or self.refine_steps < 0:
+            raise ValueError(f"{where}: step_size > 0, max_lambda >= step_size, patience >= 1, "
+                             f"refine_steps >= 0 needed, got {self.step_size}, {self.max_lambda}, "
+                             f"{self.patience}, {self.refine_steps}")
+        if self.layers is not None and (len(self.layers) == 0 or min(self.layers) < 0):
+            raise ValueError(f"{where}.layers: a non-empty tuple of W+ layer indices or None, got {self.layers}")
+
+
+@dataclass
+class ProbeFit:
+    """The fitted probe: one unit direction in W per class, plus its provenance."""
+
+    directions: Tensor       # [K, w_dim] unit direction toward each class (NaN rows: class never seen)
+    sigma: Tensor            # [K] std of the fit samples' w along each direction
+    mean: Tensor             # [w_dim] standardisation mean
+    std: Tensor              # [w_dim] standardisation std
+    coef: Tensor             # [R, w_dim] logistic-regression coefficients (standardised space)
+    intercept: Tensor        # [R]
+    classes: list[int]       # the decisions present in the fit samples (sklearn classes_)
+    accuracy: float          # held-out accuracy of the probe on the classifier's decisions
+    train_accuracy: float
+    C: float                 # chosen inverse regularisation strength
+    n_samples: int
+    truncation_psi: float
+    generator_fingerprint: str = ""
+
+    def tensors(self) -> dict[str, Tensor]:
+        return {k: getattr(self, k).contiguous() for k in ("directions", "sigma", "mean", "std", "coef",
+                                                           "intercept")}
+
+    def header(self) -> dict[str, Any]:
+        return {"format": PROBE_FORMAT, "version": 1, "classes": self.classes, "accuracy": self.accuracy,
+                "train_accuracy": self.train_accuracy, "C": self.C, "n_samples": self.n_samples,
+                "truncation_psi": self.truncation_psi, "generator_fingerprint": self.generator_fingerprint}
+
+
+@contextlib.contextmanager
+def _eval_mode(*modules):
+    mods = [m for m in modules if isinstance(m, nn.Module)]
+    flags = [m.training for m in mods]
+    try:
+        for m in mods:
+            m.eval()
+        yield
+    finally:
+        for m, flag in zip(mods, flags, strict=True):
+            m.train(flag)
+
+
+def _logit(p: float) -> float:
+    return math.log(p / (1.0 - p))
+
+
+def _device(module) -> torch.device:
+    p = next(module.parameters(), None) if isinstance(module, nn.Module) else None
+    return p.device if p is not None else torch.device("cpu")
+
+
+class LatentProbe:
+    """Latent-probe explainer bound to a StyleGAN2 generator and a classifier.
+
+    ``generator`` needs ``mapping(z, c, truncation_psi=...)``, ``decode(w)``, ``z_dim``,
+    ``num_ws``, ``w_dim`` (the in-house StyleGAN2 ``Generator``); ``encoder`` (a
+    ``StyleGANEncoder``) and/or ``projector`` (a ``Projector``) invert images.
+
+    Example:
+        >>> probe = LatentProbe(generator=G, classifier=clf, encoder=enc).fit(5000)   # doctest: +SKIP
+        >>> cf = probe.explain(x, target=1); cf.info["probe_accuracy"]                # doctest: +SKIP
+    """
+
+    method = "latent-probe"
+
+    def __init__(self, *, generator, classifier: nn.Module, encoder=None, projector=None,
+                 config: LatentProbeConfig | None = None):
+        for name in ("mapping", "decode"):
+            if not callable(getattr(generator, name, None)):
+                raise TypeError(f"LatentProbe: generator must have a callable {name}() (a StyleGAN2 Generator)")
+        if not callable(classifier):
+            raise TypeError("LatentProbe: classifier must be callable (an nn.Module returning logits)")
+        if encoder is not None and not callable(getattr(encoder, "encode", None)):
+            raise TypeError("LatentProbe: encoder must have a callable encode()")
+        if projector is not None and not callable(getattr(projector, "project", None)):
+            raise TypeError("LatentProbe: projector must have a callable project()")
+        self.generator, self.classifier = generator, classifier
+        self.encoder, self.projector = encoder, projector
+        self.config = config or LatentProbeConfig()
+        self.num_ws, self.w_dim = latent_shape(generator)
+        if self.config.layers is not None and max(self.config.layers) >= self.num_ws:
+            raise ValueError(f"LatentProbeConfig.layers: indices must be < num_ws = {self.num_ws}, "
+                             f"got {self.config.layers}")
+        self.probe: ProbeFit | None = None
+
+    # -- the classifier's view ---------------------------------------------------------
+
+    def _logits(self, images: Tensor) -> Tensor:
+        logits = self.classifier(images)
+        if not isinstance(logits, Tensor) or logits.ndim != 2 or logits.shape[0] != images.shape[0]:
+            got = tuple(logits.shape) if isinstance(logits, Tensor) else type(logits).__name__
+            raise ShapeError(f"LatentProbe classifier output: expected logits [B, K], got {got}")
+        if getattr(self.classifier, "head", None) in ("multilabel", "regression"):
+            raise MedcfError(f"LatentProbe: a {self.classifier.head} classifier has no single decision to probe")
+        return logits.float()
+
+    def _log_odds(self, images: Tensor, target: Tensor) -> Tensor:
+        """[b, C, H, W], [b] -> [b] log-odds of the target class."""
+        logits = self._logits(images)
+        if logits.shape[1] == 1:
+            return torch.where(target == 1, logits[:, 0], -logits[:, 0])
+        own = logits.gather(1, target.view(-1, 1)).squeeze(1)
+        return own - logits.scatter(1, target.view(-1, 1), float("-inf")).logsumexp(1)
+
+    @staticmethod
+    def _decisions(logits: Tensor) -> Tensor:
+        return (logits[:, 0] > 0).long() if logits.shape[1] == 1 else logits.argmax(1)
+
+    # -- fit -----------------------------------------------------------------------------
+
+    def fit(self, n_samples: int = 5000, *, generator: torch.Generator | None = None,
+            batch_size: int = 64, progress: bool = True) -> LatentProbe:
+        """Sample ``n_samples`` latents, classify their images, fit the probe; returns self."""
+        from sklearn.linear_model import LogisticRegressionCV
+        from sklearn.model_selection import StratifiedKFold
+
+        cfg = self.config
+        if n_samples < 4 * cfg.cv_folds:
+            raise ValueError(f"LatentProbe.fit: n_samples must be >= {4 * cfg.cv_folds}, got {n_samples}")
+        t0 = time.perf_counter()
+        G = self.generator
+        device = _device(G)
+        ws, ys, k = [], [], 2
+        with _eval_mode(G, self.classifier), torch.no_grad():
+            for i in tqdm(range(0, n_samples, batch_size), desc="probe samples", disable=not progress,
+                          leave=False):
+                b = min(batch_size, n_samples - i)
+                gdev = generator.device if generator is not None else "cpu"
+                z = torch.randn(b, G.z_dim, generator=generator, device=gdev).to(device)
+                w = G.mapping(z, None, truncation_psi=cfg.truncation_psi)[:, 0]  # [b, w_dim]
+                logits = self._logits(G.decode(w))
+                k = max(2, logits.shape[1])
+                ws.append(w.double().cpu())
+                ys.append(self._decisions(logits).cpu())
+        W, y = torch.cat(ws).numpy(), torch.cat(ys).numpy()
+        present = np.unique(y)
+        if present.size < 2:
+            raise MedcfError(f"LatentProbe.fit: all {n_samples} generated images were classified as class "
+                             f"{int(present[0])}; a probe needs both decisions (more samples, less truncation)")
+        counts = np.bincount(y, minlength=k)
+        if counts[present].min() < cfg.cv_folds:
+            raise MedcfError(f"LatentProbe.fit: a decision occurs only {counts[present].min()} times in "
+                             f"{n_samples} samples; increase n_samples")
+
+        # held-out split (stratified, seeded from the torch generator)
+        seed = int(torch.randint(0, 2**31 - 1, (1,), generator=generator, device=generator.device
+                                 if generator is not None else "cpu"))
+        rng = np.random.default_rng(seed)
+        test = np.zeros(len(y), dtype=bool)
+        for c in present:
+            idx = np.flatnonzero(y == c)
+            rng.shuffle(idx)
+            test[idx[:max(1, round(cfg.test_fraction * idx.size))]] = True
+        mean, std = W[~test].mean(0), W[~test].std(0)
+        std = np.where(std > 1e-12, std, 1.0)
+        X = (W - mean) / std
+        lr = LogisticRegressionCV(Cs=cfg.n_cs, cv=StratifiedKFold(cfg.cv_folds, shuffle=True, random_state=seed),
+                                  max_iter=cfg.max_iter, scoring="accuracy")
+        with warnings.catch_warnings():  # scikit-learn 1.8 announces API changes we do not depend on
+            warnings.simplefilter("ignore", FutureWarning)
+            lr.fit(X[~test], y[~test])
+        acc, train_acc = float(lr.score(X[test], y[test])), float(lr.score(X[~test], y[~test]))
+
+        # unit directions in W: β / std (the gradient of the decision function w.r.t. w)
+        coef = lr.coef_  # [1, d] binary, [len(present), d] multinomial
+        dirs = np.full((k, W.shape[1]), np.nan)
+        if coef.shape[0] == 1:
+            a = coef[0] / std
+            a /= np.linalg.norm(a)
+            dirs[lr.classes_[1]], dirs[lr.classes_[0]] = a, -a
+        else:
+            centred = coef - coef.mean(0, keepdims=True)
+            for row, c in zip(centred, lr.classes_, strict=True):
+                a = row / std
+                dirs[c] = a / np.linalg.norm(a)
+        sigma = np.array([(W[~test] @ d).std() if np.isfinite(d).all() else np.nan for d in dirs])
+        C = float(np.atleast_1d(lr.C_)[0])
+        self.probe = ProbeFit(
+            directions=torch.from_numpy(dirs).float(), sigma=torch.from_numpy(sigma).float(),
+            mean=torch.from_numpy(mean).float(), std=torch.from_numpy(std).float(),
+            coef=torch.from_numpy(coef).float(), intercept=torch.from_numpy(np.atleast_1d(lr.intercept_)).float(),
+            classes=[int(c) for c in lr.classes_], accuracy=acc, train_accuracy=train_acc, C=C,
+            n_samples=n_samples, truncation_psi=cfg.truncation_psi,
+            generator_fingerprint=generator_fingerprint(G) if isinstance(G, nn.Module) else "")
+        log.info("latent probe: held-out accuracy %.3f (train %.3f, C=%.3g) from %d samples in %.1f s",
+                 acc, train_acc, C, n_samples, time.perf_counter() - t0)
+        return self
+
+    # -- save / load ---------------------------------------------------------------------
+
+    def save(self, path: str | os.PathLike) -> Path:
+        """Write the fitted probe as ``probe.safetensors`` + ``probe.json`` into directory ``path``."""
+        from safetensors.torch import save_file
+
+        probe = self._fitted()
+
+        def fill(tmp: Path) -> None:
+            save_file(probe.tensors(), str(tmp / PROBE_TENSORS), metadata={"format": PROBE_FORMAT})
+            (tmp / PROBE_JSON).write_text(json.dumps(
+                {**probe.header(), "settings": dataclasses.asdict(self.config)}, indent=2) + "\n")
+
+        return atomic_write_dir(path, fill)
+
+    @classmethod
+    def load_probe(cls, path: str | os.PathLike, *, generator, classifier: nn.Module, encoder=None,
+                   projector=None, config: LatentProbeConfig | None = None) -> LatentProbe:
+        """An explainer with the probe saved in ``path`` (checked against ``generator``)."""
+        from safetensors import SafetensorError
+        from safetensors.torch import load_file
+
+        path = Path(path)
+        if not (path / PROBE_JSON).is_file():
+            raise CheckpointError(f"{path}: no {PROBE_JSON} (not a saved latent probe)")
+        try:
+            header = json.loads((path / PROBE_JSON).read_text())
+            tensors = load_file(str(path / PROBE_TENSORS))
+        except (OSError, ValueError, SafetensorError) as e:
+            raise CheckpointError(f"{path}: unreadable latent probe ({first_line(e)})") from e
+        if not isinstance(header, dict) or header.get("format") != PROBE_FORMAT:
+            raise CheckpointError(f"{path / PROBE_JSON}: not a medcf latent probe")
+        explainer = cls(generator=generator, classifier=classifier, encoder=encoder, projector=projector,
+                        config=config)
+        try:
+            probe = ProbeFit(**{k: tensors[k] for k in ("directions", "sigma", "mean", "std", "coef",
+                                                         "intercept")},
+                             classes=list(header["classes"]), accuracy=float(header["accuracy"]),
+                             train_accuracy=float(header["train_accuracy"]), C=float(header["C"]),
+                             n_samples=int(header["n_samples"]), truncation_psi=float(header["truncation_psi"]),
+                             generator_fingerprint=str(header.get("generator_fingerprint", "")))
+        except (KeyError, TypeError, ValueError) as e:
+            raise CheckpointError(f"{path}: incomplete latent probe ({first_line(e)})") from e
+        if probe.directions.ndim != 2 or probe.directions.shape[1] != explainer.w_dim:
+            raise CheckpointError(f"{path}: probe directions {tuple(probe.directions.shape)} do not fit "
+                                  f"w_dim={explainer.w_dim}")
+        if probe.generator_fingerprint and isinstance(generator, nn.Module):
+            mine = generator_fingerprint(generator)
+            if mine != probe.generator_fingerprint:
+                raise CheckpointError(f"{path}: probe was fitted for generator {probe.generator_fingerprint}, "
+                                      f"not this one ({mine})")
+        explainer.probe = probe
+        return explainer
+
+    def _fitted(self) -> ProbeFit:
+        if self.probe is None:
+            raise NotFittedError("LatentProbe: call fit(n_samples) or LatentProbe.load_probe(dir) before "
+                                 "explain/save")
+        return self.probe
+
+    # -- explanation ---------------------------------------------------------------------
+
+    def invert(self, x: Tensor, *, generator: torch.Generator | None = None) -> tuple[Tensor, str]:
+        """(W+ latents [B, num_ws, w_dim], how) of images ``x``: encoder, then projector refinement."""
+        w, how = None, []
+        if self.encoder is not None:
+            with _eval_mode(self.encoder), torch.no_grad():
+                w = self.encoder.encode(x)
+            how.append("encoder")
+        if self.projector is not None:
+            w = self.projector.project(x, init=w, generator=generator).latents
+            how.append("projector")
+        if w is None:
+            raise MedcfError("LatentProbe.explain: needs an encoder or a projector to invert images "
+                             "(or call explain_latents with W latents)")
+        return self._as_wplus(w), "+".join(how)
+
+    def _as_wplus(self, w: Tensor) -> Tensor:
+        if w.ndim == 2 and w.shape[1] == self.w_dim:
+            return w.unsqueeze(1).expand(-1, self.num_ws, -1).clone()
+        if w.ndim != 3 or w.shape[1:] != (self.num_ws, self.w_dim):
+            raise ShapeError(f"latents: expected [B, {self.w_dim}] or [B, {self.num_ws}, {self.w_dim}], "
+                             f"got {tuple(w.shape)}")
+        return w
+
+    def explain(self, x: Tensor, target: Target | None = None, *,
+                generator: torch.Generator | None = None) -> Counterfactual:
+        """Counterfactuals for images ``x`` [B, C, H, W] toward ``target`` (None: flip a binary decision)."""
+        self._fitted()
+        start = time.perf_counter()
+        G = self.generator
+        check_images(x, channels=getattr(G, "img_channels", None), resolution=getattr(G, "img_resolution", None),
+                     name="LatentProbe input")
+        x = x.detach()
+        w0, how = self.invert(x, generator=generator)
+        return self._explain(x, w0.detach(), target, inversion=how, start=start)
+
+    def explain_latents(self, w: Tensor, target: Target | None = None) -> Counterfactual:
+        """Counterfactuals for generator latents ``w`` [B, w_dim] or [B, num_ws, w_dim]; the original is G(w)."""
+        self._fitted()
+        start = time.perf_counter()
+        w0 = self._as_wplus(w.detach())
+        with _eval_mode(self.generator), torch.no_grad():
+            x = self.generator.decode(w0)
+        return self._explain(x, w0, target, inversion="latents", start=start)
+
+    def _targets(self, x: Tensor, target: Target | None) -> Tensor:
+        b = x.shape[0]
+        with torch.no_grad():
+            logits = self._logits(x)
+        k = max(2, logits.shape[1])
+        if target is None:
+            if k != 2:
+                raise ValueError("LatentProbe.explain: target=None (flip the decision) needs a binary classifier")
+            return 1 - self._decisions(logits)
+        names = getattr(self.classifier, "class_names", None)
+        return resolve_target(target, b, class_names=names, num_classes=k).to(x.device)
+
+    def _explain(self, x: Tensor, w0: Tensor, target: Target | None, *, inversion: str,
+                 start: float) -> Counterfactual:
+        cfg, probe = self.config, self._fitted()
+        with _eval_mode(self.generator, self.classifier), torch.no_grad():
+            t = self._targets(x, target)
+            dirs = probe.directions.to(w0.device)[t.cpu()]  # [B, w_dim]
+            if not torch.isfinite(dirs).all():
+                missing = sorted(set(t[~torch.isfinite(dirs).all(1)].tolist()))
+                raise MedcfError(f"LatentProbe: class(es) {missing} never occurred in the probe's fit samples; "
+                                 "no direction toward them")
+            step = probe.sigma.to(w0.device)[t.cpu()].unsqueeze(1) * dirs  # [B, w_dim]: one σ along α
+            mask = torch.zeros(self.num_ws, device=w0.device)
+            mask[list(cfg.layers) if cfg.layers is not None else slice(None)] = 1.0
+            delta = step.unsqueeze(1) * mask.view(1, -1, 1)  # [B, num_ws, w_dim] per unit λ
+            s_x = self._log_odds(x, t)
+            out = self._walk(w0, delta, t)
+        b = x.shape[0]
+        difference = (out["counterfactual"] - out["reconstruction"]).mean(1, keepdim=True)
+        sig = probe.sigma[t.cpu()]
+        info = {
+            "method": self.method,
+            "settings": dataclasses.asdict(cfg),
+            "inversion": inversion,
+            "inversion_l1": (out["reconstruction"] - x).abs().flatten(1).mean(1).tolist(),
+            "probe_accuracy": probe.accuracy,
+            "probe_train_accuracy": probe.train_accuracy,
+            "probe_C": probe.C,
+            "probe_samples": probe.n_samples,
+            "layers": list(cfg.layers) if cfg.layers is not None else None,
+            "found": out["found"].tolist(),
+            "lambda": (out["lam"].cpu() * sig).tolist(),
+            "lambda_sd": out["lam"].tolist(),
+            "latent_distance": (out["w_cf"] - w0).flatten(1).norm(dim=1).tolist(),
+            "n_frames": out["n_frames"].tolist(),
+            "stop_reason": out["stop_reason"],
+            "prob_reconstruction": out["prob_rec"].tolist(),
+            "seconds": time.perf_counter() - start,
+        }
+        names = getattr(self.classifier, "class_names", None)
+        if names:
+            info["class_names"] = list(names)
+        log.info("latent probe: %d/%d found in %.2fs", int(out["found"].sum()), b, info["seconds"])
+        return Counterfactual(
+            original=x, counterfactual=out["counterfactual"], difference=difference, target=t,
+            prob_original=torch.sigmoid(s_x), prob_counterfactual=out["prob_cf"],
+            reconstruction=out["reconstruction"], path=out["path"], path_probs=out["path_probs"],
+            latents=out["w_cf"], threshold=cfg.threshold, info=info)
+
+    def _frames(self, w0: Tensor, delta: Tensor, lam: Tensor, t: Tensor) -> tuple[Tensor, Tensor]:
+        """Images and log-odds at w0 + lam·delta; lam [b] in σ units."""
+        images = self.generator.decode(w0 + lam.view(-1, 1, 1) * delta)
+        return images, self._log_odds(images, t)
+
+    def _walk(self, w0: Tensor, delta: Tensor, t: Tensor) -> dict:
+        cfg = self.config
+        b, dev = w0.shape[0], w0.device
+        thr = _logit(cfg.threshold)
+        stop_at = _logit(cfg.stop_probability) if cfg.stop_probability is not None else thr
+        zero = torch.zeros(b, device=dev)
+        rec, s_rec = self._frames(w0, delta, zero, t)
+
+        lam = zero.clone()
+        s_cur, best_s, best_lam = s_rec.clone(), s_rec.clone(), zero.clone()
+        since = torch.zeros(b, dtype=torch.long, device=dev)
+        found = s_rec >= thr
+        cross_lo, cross_hi = zero.clone(), zero.clone()
+        active = ~(found & (s_rec >= stop_at))
+        reason = ["" if a else "reached" for a in active.tolist()]
+        n_frames = torch.ones(b, dtype=torch.long, device=dev)
+        last = rec.clone()
+        path, path_s = ([rec.clone()], [s_rec.clone()]) if cfg.keep_path else ([], [])
+
+        for _ in range(int(math.floor(cfg.max_lambda / cfg.step_size + 1e-9))):
+            idx = active.nonzero().squeeze(1)
+            if idx.numel() == 0:
+                break
+            lam_new = lam[idx] + cfg.step_size
+            img, s_new = self._frames(w0[idx], delta[idx], lam_new, t[idx])
+            newly = ~found[idx] & (s_new >= thr)
+            nidx = idx[newly]
+            cross_lo[nidx], cross_hi[nidx] = lam[nidx], lam_new[newly]
+            found[nidx] = True
+            lam[idx], s_cur[idx], last[idx] = lam_new, s_new, img
+            n_frames[idx] += 1
+            improved = s_new > best_s[idx] + cfg.min_progress
+            iidx = idx[improved]
+            best_s[iidx], best_lam[iidx] = s_new[improved], lam_new[improved]
+            since[idx] = torch.where(improved, 0, since[idx] + 1)
+            for i in idx.tolist():
+                if found[i] and s_cur[i] >= stop_at:
+                    reason[i] = "reached"
+                elif since[i] >= cfg.patience:
+                    reason[i] = "no_progress"
+                else:
+                    continue
+                active[i] = False
+            if cfg.keep_path:
+                path.append(last.clone())
+                path_s.append(s_cur.clone())
+        for i in active.nonzero().squeeze(1).tolist():
+            reason[i] = "max_lambda"
+
+        # counterfactual: the refined crossing, else the best frame
+        lam_cf = best_lam.clone()
+        at_start = found & (s_rec >= thr)
+        lam_cf[at_start] = 0.0
+        crossed = found & ~at_start
+        if crossed.any():
+            lo, hi = cross_lo[crossed], cross_hi[crossed]
+            for _ in range(cfg.refine_steps):
+                mid = 0.5 * (lo + hi)
+                _, s_mid = self._frames(w0[crossed], delta[crossed], mid, t[crossed])
+                past = s_mid >= thr
+                hi, lo = torch.where(past, mid, hi), torch.where(past, lo, mid)
+            lam_cf[crossed] = hi
+        img_cf, s_cf = self._frames(w0, delta, lam_cf, t)
+        return {
+            "reconstruction": rec, "counterfactual": img_cf, "w_cf": w0 + lam_cf.view(-1, 1, 1) * delta,
+            "prob_rec": torch.sigmoid(s_rec), "prob_cf": torch.sigmoid(s_cf), "found": found,
+            "lam": lam_cf, "n_frames": n_frames, "stop_reason": reason,
+            "path": torch.stack(path) if cfg.keep_path else None,
+            "path_probs": torch.sigmoid(torch.stack(path_s)) if cfg.keep_path else None,
+        }
+
+
+def build_latent_probe(generator_dir, classifier, encoder_dir=None, probe_dir=None, *,
+                       fit_samples: int = 5000, seed: int = 0, config: LatentProbeConfig | None = None,
+                       project_steps: int | None = None, device: str | torch.device = "cpu",
+                       batch_size: int = 64, progress: bool = True) -> LatentProbe:
+    """A fitted ``LatentProbe`` from saved parts (for ``medcf explain/evaluate --method latent-probe``).
+
+    ``classifier``: a module or a classifier checkpoint directory. ``encoder_dir``: a
+    trained ``stylegan2-encoder`` (checked against the generator). ``project_steps``:
+    projector refinement steps (default: 0 with an encoder, 300 without one).
+    ``probe_dir``: load the probe from there when it holds one, else fit
+    ``fit_samples`` latents (seeded by ``seed``) and save it there.
+
+    Example:
+        >>> probe = build_latent_probe("runs/stylegan2", "runs/classifier", "runs/encoder",
+        ...                            probe_dir="runs/probe", fit_samples=5000)       # doctest: +SKIP
+    """
+    from medcf.encoders.generator_io import load_stylegan2_generator
+    from medcf.encoders.projector import Projector, ProjectorConfig
+    from medcf.encoders.stylegan_encoder import load_stylegan_encoder
+
+    G = load_stylegan2_generator(generator_dir, device=device)
+    if isinstance(classifier, (str, os.PathLike)):
+        from medcf.classifiers import load_classifier
+
+        classifier = load_classifier(classifier, device=device)
+    encoder = load_stylegan_encoder(encoder_dir, generator=G, device=device) if encoder_dir else None
+    steps = project_steps if project_steps is not None else (0 if encoder is not None else 300)
+    projector = Projector(G, config=ProjectorConfig(steps=steps, progress=progress)) if steps > 0 else None
+    parts = dict(generator=G, classifier=classifier, encoder=encoder, projector=projector, config=config)
+    if probe_dir is not None and (Path(probe_dir) / PROBE_JSON).is_file():
+        return LatentProbe.load_probe(probe_dir, **parts)
+    probe = LatentProbe(**parts).fit(fit_samples, generator=torch.Generator().manual_seed(seed),
+                                     batch_size=batch_size, progress=progress)
+    if probe_dir is not None:
+        probe.save(probe_dir)
+    return probe
