@@ -132,3 +132,23 @@ def test_recipe_and_cli_errors(tmp_path, capsys):
     assert e.value.code == 2
     err = capsys.readouterr().err
     assert err.count("\n") == 1 and "missing" in err and "Traceback" not in err
+
+
+def test_conditional_generators_get_classes(tmp_path):
+    from medcf.encoders.generator_io import map_z
+    from medcf.train.encoder import train_encoder
+
+    cfg = GeneratorConfig(z_dim=8, w_dim=8, c_dim=2, img_resolution=16, img_channels=1,
+                          mapping=MappingConfig(num_layers=2),
+                          synthesis=SynthesisConfig(channel_base=256, channel_max=16))
+    G = Generator(cfg, seed=0).eval()
+    z = torch.randn(4, 8, generator=torch.Generator().manual_seed(0))
+    one = torch.nn.functional.one_hot(torch.ones(4, dtype=torch.long), 2).float()
+    assert torch.equal(map_z(G, z, c=1), G.mapping(z, one))
+    drawn = map_z(G, z, rng=torch.Generator().manual_seed(0))
+    assert drawn.shape == (4, G.num_ws, 8)
+    with pytest.raises(MedcfError, match="unconditional"):
+        map_z(tiny_generator(), z, c=1)
+    res = train_encoder(G, tmp_path / "run", steps=1, batch_size=2, lpips_weight=0.0, base_channels=8,
+                        max_channels=16, val_samples=0, progress=False, ema_decay=None)
+    assert load_stylegan_encoder(res.model_dir, generator=G).config.num_ws == G.num_ws

@@ -74,6 +74,8 @@ def register(app: typer.Typer) -> None:
         seeds: str = typer.Option("0-15", "--seeds", help="Seeds, e.g. '0-15' or '1,5,9'."),
         trunc: float = typer.Option(1.0, "--trunc", help="Truncation psi (1 = none, 0.7 = typical)."),
         out: Path = typer.Option(..., "--out", help="Output folder: seedNNNN.png per seed + grid.png."),
+        class_index: int | None = typer.Option(None, "--class",
+                                               help="Class index for a conditional generator (default: random)."),
     ) -> None:
         """Generate one image per seed (z ~ N(0, I) from torch.Generator().manual_seed(seed)) and a grid.
 
@@ -81,15 +83,16 @@ def register(app: typer.Typer) -> None:
         """
         import torch
 
-        from medcf.encoders.generator_io import load_stylegan2_generator
+        from medcf.encoders.generator_io import load_stylegan2_generator, map_z
 
         seed_list = parse_seeds(seeds)
         G = load_stylegan2_generator(generator)
         images = []
         with torch.no_grad():
             for s in seed_list:
-                z = torch.randn(1, G.z_dim, generator=torch.Generator().manual_seed(s))
-                ws = G.mapping(z, None, truncation_psi=trunc)
+                rng = torch.Generator().manual_seed(s)
+                z = torch.randn(1, G.z_dim, generator=rng)
+                ws = map_z(G, z, truncation_psi=trunc, c=class_index, rng=rng)
                 img = G.synthesis(ws, noise_mode="const")[0].clamp(-1, 1)
                 _write_png(out / f"seed{s:04d}.png", img)
                 images.append(img)

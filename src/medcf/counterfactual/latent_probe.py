@@ -1,7 +1,8 @@
 """StyleGAN latent probe (Schutte et al., "Using StyleGAN for visual interpretability
 of deep learning models on medical images", 2021).
 
-``fit``: sample ``w`` from the mapping of ``z ~ N(0, I)`` (optionally truncated),
+``fit``: sample ``w`` from the mapping of ``z ~ N(0, I)`` (optionally truncated; a
+conditional generator gets uniformly drawn classes),
 render and classify ``G(w)``, and fit a logistic regression (scikit-learn
 ``LogisticRegressionCV``, C chosen by stratified cross-validation) from the
 standardised ``w`` to the classifier's decision; its accuracy on a held-out share
@@ -54,7 +55,7 @@ import torch
 from torch import Tensor, nn
 from tqdm.auto import tqdm
 
-from medcf.encoders.generator_io import generator_fingerprint, latent_shape
+from medcf.encoders.generator_io import generator_fingerprint, latent_shape, map_z
 from medcf.errors import CheckpointError, MedcfError, NotFittedError, ShapeError
 from medcf.io import atomic_write_dir, first_line
 from medcf.types import Counterfactual, Target, check_images, resolve_target
@@ -227,7 +228,7 @@ class LatentProbe:
                 b = min(batch_size, n_samples - i)
                 gdev = generator.device if generator is not None else "cpu"
                 z = torch.randn(b, G.z_dim, generator=generator, device=gdev).to(device)
-                w = G.mapping(z, None, truncation_psi=cfg.truncation_psi)[:, 0]  # [b, w_dim]
+                w = map_z(G, z, truncation_psi=cfg.truncation_psi, rng=generator)[:, 0]  # [b, w_dim]
                 logits = self._logits(G.decode(w))
                 k = max(2, logits.shape[1])
                 ws.append(w.double().cpu())

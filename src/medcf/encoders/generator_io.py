@@ -63,3 +63,21 @@ def latent_shape(generator) -> tuple[int, int]:
     except AttributeError as e:
         raise MedcfError(f"generator: {type(generator).__name__} has no num_ws / w_dim "
                          "(expected a StyleGAN2 Generator)") from e
+
+
+def map_z(generator, z: torch.Tensor, *, truncation_psi: float = 1.0, c: int | torch.Tensor | None = None,
+          rng: torch.Generator | None = None) -> torch.Tensor:
+    """ws [B, num_ws, w_dim] of z [B, z_dim]; a conditional generator gets class ``c`` (an index or
+    labels [B, c_dim]) or, when ``c`` is None, classes drawn uniformly with ``rng``."""
+    c_dim = int(getattr(generator, "c_dim", 0) or 0)
+    labels = None
+    if c_dim > 0:
+        if c is None:
+            dev = rng.device if rng is not None else "cpu"
+            idx = torch.randint(0, c_dim, (z.shape[0],), generator=rng, device=dev).to(z.device)
+            labels = torch.nn.functional.one_hot(idx, c_dim).float()
+        else:
+            labels = generator.labels(z.shape[0], c)
+    elif c is not None:
+        raise MedcfError("c: this generator is unconditional (c_dim=0); pass no class")
+    return generator.mapping(z, labels, truncation_psi=truncation_psi)

@@ -51,7 +51,7 @@ from safetensors.torch import load_file, save_file
 from torch import Tensor, nn
 from tqdm.auto import tqdm
 
-from medcf.encoders.generator_io import latent_shape
+from medcf.encoders.generator_io import latent_shape, map_z
 from medcf.errors import CheckpointError, DataError, ShapeError
 from medcf.io import atomic_write, first_line
 from medcf.types import check_images
@@ -245,7 +245,7 @@ class Projector:
             g = torch.Generator().manual_seed(self.config.stats_seed)
             z = torch.randn(self.config.w_avg_samples, self.generator.z_dim, generator=g).to(self.device)
             with torch.no_grad(), _eval(self.generator):
-                w = self.generator.mapping(z, None)[:, 0].float()  # [N, w_dim]
+                w = map_z(self.generator, z, rng=g)[:, 0].float()  # [N, w_dim]
             mean = w.mean(0)
             std = float((w - mean).square().sum(1).mean().sqrt())
             self._stats = (mean, std)

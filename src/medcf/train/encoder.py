@@ -32,7 +32,7 @@ import torch
 from torch import nn
 from torch.utils.data import Dataset
 
-from medcf.encoders.generator_io import load_stylegan2_generator
+from medcf.encoders.generator_io import load_stylegan2_generator, map_z
 from medcf.encoders.stylegan_encoder import StyleGANEncoder
 from medcf.errors import MedcfError
 from medcf.io import read_header
@@ -72,7 +72,7 @@ def generated_pairs(G: nn.Module, n: int, *, seed: int, truncation_psi: float = 
     """(ws [n, num_ws, w_dim], images [n, C, R, R]) from z drawn with ``seed``."""
     g = torch.Generator().manual_seed(seed)
     z = torch.randn(n, G.z_dim, generator=g).to(device)
-    ws = G.mapping(z, None, truncation_psi=truncation_psi)
+    ws = map_z(G, z, truncation_psi=truncation_psi, rng=g)
     return ws, G.synthesis(ws, noise_mode="const")
 
 
@@ -157,7 +157,7 @@ def train_encoder(
         b = batch["index"].shape[0]
         with torch.no_grad():
             z = torch.randn(b, G.z_dim, generator=tr.generator, device=tr.generator.device).to(tr.device)
-            ws = G.mapping(z, None, truncation_psi=truncation_psi)
+            ws = map_z(G, z, truncation_psi=truncation_psi, rng=tr.generator)
             x = G.synthesis(ws, noise_mode="const")
         pred = net(x)
         latent = (pred - ws).square().mean()
