@@ -128,6 +128,20 @@ def test_gradients_are_finite_and_one_adam_step_keeps_things_finite():
     assert all(torch.isfinite(p).all() for p in [*G.parameters(), *D.parameters()])
 
 
+def test_second_order_gradients_for_r1_and_path_length_regularisers():
+    G, D = Generator(gcfg("skip")).train(), Discriminator(dcfg("resnet")).train()
+    real = (torch.rand(4, 1, 16, 16, generator=_gen(2)) * 2 - 1).requires_grad_(True)
+    (grad,) = torch.autograd.grad(D(real).sum(), real, create_graph=True)
+    grad.square().sum().backward()  # R1 penalty needs a gradient of a gradient
+    assert D.b16.conv0.weight.grad.abs().sum() > 0
+    assert all(torch.isfinite(p.grad).all() for p in D.parameters() if p.grad is not None)
+    ws = G.mapping(torch.randn(4, 16, generator=_gen(0)), None).detach().requires_grad_(True)
+    img = G.synthesis(ws, noise_mode="const")
+    (gw,) = torch.autograd.grad((img * torch.randn(img.shape, generator=_gen(5))).sum(), ws, create_graph=True)
+    gw.square().sum().backward()  # path-length penalty
+    assert G.synthesis.b8.conv0.weight.grad.abs().sum() > 0
+
+
 def test_w_avg_tracks_the_batch_mean_in_training_mode_only():
     G = Generator(gcfg())
     z = torch.randn(8, 16, generator=_gen(0))
