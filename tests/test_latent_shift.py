@@ -261,6 +261,22 @@ def test_difference_relative_to_reconstruction_or_input(toy):
     assert torch.allclose(a.difference, a.counterfactual - a.reconstruction, atol=1e-6)
 
 
+def test_a_reconstruction_that_already_flips_is_flagged(toy):
+    w, b, x = toy
+    s = x @ w + b
+    i = int(np.argmin(np.abs(s)))  # the query closest to the boundary
+    # offset the decoder so that D(E(x)) = x + c crosses it: c * sum(w) = 2 |s|
+    offset = 2 * abs(float(s[i])) / float(w.sum())
+    target = 1 if s[i] < 0 else 0
+    offset = offset if target == 1 else -offset
+    ls = LatentShift(autoencoder=Identity(offset=offset), classifier=linear_classifier(w, b), config=config())
+    cf = ls.explain(as_images(x[i:i + 1]), target=target)
+    assert float(cf.prob_original[0]) < 0.5 <= cf.info["prob_reconstruction"][0]
+    assert cf.info["reconstruction_flipped"] == [True] and cf.info["lambda"] == [0.0]
+    plain = LatentShift(autoencoder=Identity(), classifier=linear_classifier(w, b), config=config())
+    assert plain.explain(as_images(x[i:i + 1]), target=target).info["reconstruction_flipped"] == [False]
+
+
 # ----------------------------------------------------------------------------- real backbones
 
 

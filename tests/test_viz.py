@@ -126,3 +126,15 @@ def test_bad_arguments(tmp_path):
 def test_counterfactual_save_gif_convenience(tmp_path):
     make_cf().save_gif(tmp_path / "c.gif", size=32)
     assert iio.imread(tmp_path / "c.gif", index=None).shape[0] == 8
+
+
+def test_path_heatmaps_have_closed_form_values():
+    cf = make_cf()  # query 0: square rises by 0.4 per frame over 5 frames, outside stays -1
+    mean_abs = viz.path_heatmap(cf, 0, "mean_abs")
+    assert mean_abs.shape == (1, 16, 16)
+    assert float(mean_abs[0, 8, 8]) == pytest.approx(0.4) and float(mean_abs[0, 0, 0]) == 0.0
+    assert float(viz.path_heatmap(cf, 0, "max")[0, 8, 8]) == pytest.approx(1.6)
+    # query 1 stopped after 3 frames: last - first = 0.8 in the square
+    assert float(viz.path_heatmap(cf, 1, "first_last")[0, 8, 8]) == pytest.approx(0.8)
+    with pytest.raises(ValueError, match="mode"):
+        viz.path_heatmap(cf, 0, "median")

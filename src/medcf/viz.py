@@ -133,6 +133,26 @@ def save_strip(cf: Counterfactual, path: str | os.PathLike, *, index: int = 0, n
     return atomic_write(path, lambda p: Image.fromarray(strip).save(p, format="PNG"))
 
 
+HEATMAPS = ("mean_abs", "max", "first_last")
+
+
+def path_heatmap(cf: Counterfactual, index: int = 0, mode: str = "mean_abs") -> Tensor:
+    """Cohen et al.'s path heatmaps of query ``index`` -> [1, H, W] (channels averaged).
+
+    ``mean_abs``: mean absolute frame-to-frame change; ``max``: largest absolute
+    change from the first frame; ``first_last``: last frame - first frame (signed).
+    """
+    if mode not in HEATMAPS:
+        raise ValueError(f"mode: expected one of {HEATMAPS}, got {mode!r}")
+    frames, _ = path_frames(cf, index)
+    frames = frames.float().mean(1)  # [T, H, W]
+    if mode == "first_last" or len(frames) < 2:
+        return (frames[-1] - frames[0]).unsqueeze(0)
+    if mode == "mean_abs":
+        return frames.diff(dim=0).abs().mean(0, keepdim=True)
+    return (frames - frames[0]).abs().amax(0, keepdim=True)
+
+
 def overlay_heatmap(image: Tensor, diff: Tensor, *, alpha: float = 0.6, cmap: str = "bwr",
                     scale: float | None = None) -> np.ndarray:
     """Signed difference map over a grayscale image -> uint8 RGB [H, W, 3].

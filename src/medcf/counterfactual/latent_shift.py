@@ -236,6 +236,9 @@ class LatentShift:
             "n_frames": out["n_frames"].tolist(),
             "stop_reason": out["stop_reason"],
             "prob_reconstruction": out["prob_rec"].tolist(),
+            # the decision already flips on D(E(x)): the autoencoder, not the shift, changed it
+            "reconstruction_flipped": ((out["prob_rec"] >= cfg.threshold)
+                                       & (out["prob_x"] < cfg.threshold)).tolist(),
             "seconds": time.perf_counter() - start,
         }
         if away is not None:
