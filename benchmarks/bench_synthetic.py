@@ -75,11 +75,13 @@ def main() -> None:
     thread.start()
     try:
         summary = write_synthetic(cfg, args.n, out, overwrite=True, workers=args.workers, progress=False)
+    except BaseException:
+        if args.out is None:
+            shutil.rmtree(out, ignore_errors=True)
+        raise
     finally:
         stop.set()
         thread.join()
-        if args.out is None:
-            shutil.rmtree(out, ignore_errors=True)
     peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
     q = len(samples) // 10 or 1
     print(f"write {args.n} images ({args.workers} worker(s)): {summary.seconds:.1f} s, "
@@ -87,6 +89,8 @@ def main() -> None:
     print(f"RSS before write {before:.0f} MB; during write: first 10% max {max(samples[:q]):.0f} MB, "
           f"last 10% max {max(samples[-q:]):.0f} MB, overall max {max(samples):.0f} MB; "
           f"peak RSS (ru_maxrss) {peak:.0f} MB")
+    if args.out is None:
+        shutil.rmtree(out, ignore_errors=True)
 
 
 if __name__ == "__main__":

@@ -208,8 +208,10 @@ def test_writer_refuses_non_empty_dir_unless_overwrite(tmp_path):
 
 
 def test_writer_workers_match_single_process(tmp_path):
+    from medcf.data import synthetic
+
     cfg = SynthConfig(resolution=32)
-    write_synthetic(cfg, 6, tmp_path / "a", progress=False)
+    synthetic.write_synthetic(cfg, 6, tmp_path / "a", progress=False)  # the interface's alias
     write_synthetic(cfg, 6, tmp_path / "b", workers=2, progress=False)
     assert (tmp_path / "a/metadata.csv").read_text() == (tmp_path / "b/metadata.csv").read_text()
     assert (tmp_path / "a/images/000005.png").read_bytes() == (tmp_path / "b/images/000005.png").read_bytes()

@@ -335,3 +335,15 @@ class SyntheticDataset(Dataset):
             raise IndexError(f"SyntheticDataset: index {i} out of range for {self.n} samples")
         index = self.offset + (i % self.n)
         return sample_to_tensors(render_sample(self.config, self.seed, index), index)
+
+
+def write_synthetic(config: SynthConfig, n: int, out_dir, seed: int = 0, **kwargs):
+    """Stream ``n`` samples to a medcf-synthetic folder (see ``medcf.data.synthetic_writer``).
+
+    Example:
+        >>> write_synthetic(SynthConfig(resolution=64), 5000, "data/synth")  # doctest: +SKIP
+    """
+    # imported here: the writer module imports this one
+    from medcf.data.synthetic_writer import write_synthetic as write
+
+    return write(config, n, out_dir, seed=seed, **kwargs)
