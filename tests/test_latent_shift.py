@@ -169,6 +169,23 @@ def test_class_name_target_with_softmax_classifier(toy):
     assert cf.flipped.all()
 
 
+def test_multilabel_head_moves_one_label_on_its_own_sigmoid(toy):
+    w, b, x = toy
+    lin = nn.Linear(D, 3)
+    with torch.no_grad():
+        lin.weight.zero_()
+        lin.bias.zero_()
+        lin.weight[2] = torch.tensor(w, dtype=torch.float32)
+        lin.bias[2] = b
+        lin.bias[0] = 5.0  # other labels are irrelevant to label 2's sigmoid
+    clf = nn.Sequential(nn.Flatten(), lin)
+    clf.head = "multilabel"
+    cf = LatentShift(autoencoder=Identity(), classifier=clf, config=config()).explain(as_images(x), target=2)
+    for i in range(3):
+        assert cf.info["lambda"][i] == pytest.approx(max(0.0, -float(w @ x[i] + b)), abs=1e-3)
+    np.testing.assert_allclose(cf.prob_original.numpy(), 1 / (1 + np.exp(-(x @ w + b))), rtol=1e-5)
+
+
 # ----------------------------------------------------------------------------- iterative vs once
 
 

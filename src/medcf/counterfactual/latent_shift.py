@@ -294,6 +294,7 @@ class LatentShift:
                 img, s_new = self._frames(z_new, t[idx])
             change = (img - rec[idx]).abs().flatten(1).mean(1) / width
             over = change > cfg.max_change if cfg.max_change is not None else torch.zeros_like(s_new, dtype=torch.bool)
+            over_l = over.tolist()
             keep = ~over
             kidx = idx[keep]
             # frames within budget become part of the path
@@ -315,16 +316,17 @@ class LatentShift:
             since_progress[idx] = torch.where(improved, 0, since_progress[idx] + 1)
             s_cur[kidx] = s_new[keep]
             # stop rules
-            for j, i in enumerate(idx.tolist()):
-                if over[j]:
-                    stop_reason[i] = "budget"
-                elif found[i] and s_cur[i] >= stop_at:
-                    stop_reason[i] = "reached"
-                elif since_progress[i] >= cfg.patience:
-                    stop_reason[i] = "no_progress"
-                else:
-                    continue
-                active[i] = False
+            reached = (found[idx] & (s_cur[idx] >= stop_at)).tolist()
+            stalled = (since_progress[idx] >= cfg.patience).tolist()
+            stopped = []
+            for j, i in enumerate(idx.tolist()):  # one host sync per frame, not per query
+                reason = "budget" if over_l[j] else "reached" if reached[j] else \
+                    "no_progress" if stalled[j] else ""
+                if reason:
+                    stop_reason[i] = reason
+                    stopped.append(i)
+            if stopped:
+                active[torch.tensor(stopped, device=active.device)] = False
             if cfg.keep_path:
                 path.append(last_img.clone())
                 path_s.append(s_cur.clone())
