@@ -260,6 +260,10 @@ def test_max_steps_and_stop_at_threshold(toy):
     ls = LatentShift(autoencoder=Identity(), classifier=linear_classifier(w, b), config=config())
     cf = ls.explain(xi, target=1)
     assert cf.info["n_frames"] == [math.ceil(lam_star / 0.1) + 1]  # up to the first frame past 0.5
+    # a stop probability below the threshold stops at the threshold too
+    ls = LatentShift(autoencoder=Identity(), classifier=linear_classifier(w, b),
+                     config=config(stop_probability=0.2))
+    assert ls.explain(xi, target=1).info["n_frames"] == [math.ceil(lam_star / 0.1) + 1]
 
 
 # ----------------------------------------------------------------------------- references
@@ -349,6 +353,6 @@ def test_wrong_shapes_and_options_raise_clear_errors(toy):
     with pytest.raises(ValueError, match="direction"):
         LatentShiftConfig(direction="sideways")
     with pytest.raises(ValueError, match="stop_probability"):
-        LatentShiftConfig(threshold=0.6, stop_probability=0.55)
+        LatentShiftConfig(stop_probability=1.0)
     with pytest.raises(TypeError, match="encode"):
         LatentShift(autoencoder=object(), classifier=three)

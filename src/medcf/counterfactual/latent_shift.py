@@ -59,7 +59,7 @@ REFERENCES = ("reconstruction", "input")
 class LatentShiftConfig:
     direction: str = "toward"             # "toward" the target class | "away" from it (binary)
     threshold: float = 0.5                # decision threshold on the target probability
-    stop_probability: float | None = 0.9  # extend the path until this; None: stop at threshold
+    stop_probability: float | None = 0.9  # extend the path until this (if above threshold); None: stop there
     step_size: float = 0.5                # λ increment per frame, in predicted log-odds units
     max_steps: int = 100                  # frames searched per query (λ_max = step_size * max_steps)
     iterative: bool = False               # re-take the gradient at every frame (else once at z)
@@ -78,8 +78,8 @@ class LatentShiftConfig:
             raise ValueError(f"{where}.reference: expected one of {REFERENCES}, got {self.reference!r}")
         if not 0.0 < self.threshold < 1.0:
             raise ValueError(f"{where}.threshold: must lie in (0, 1), got {self.threshold}")
-        if self.stop_probability is not None and not self.threshold <= self.stop_probability < 1.0:
-            raise ValueError(f"{where}.stop_probability: must lie in [threshold, 1), got {self.stop_probability}")
+        if self.stop_probability is not None and not 0.0 < self.stop_probability < 1.0:
+            raise ValueError(f"{where}.stop_probability: must lie in (0, 1) or be None, got {self.stop_probability}")
         if self.step_size <= 0 or self.max_steps < 1 or self.patience < 1 or self.refine_steps < 0:
             raise ValueError(f"{where}: step_size, max_steps, patience must be positive and "
                              f"refine_steps >= 0, got {self.step_size}, {self.max_steps}, "
@@ -257,7 +257,7 @@ class LatentShift:
         cfg = self.config
         b = x.shape[0]
         thr = _logit(cfg.threshold)
-        stop_at = _logit(cfg.stop_probability) if cfg.stop_probability is not None else thr
+        stop_at = max(thr, _logit(cfg.stop_probability)) if cfg.stop_probability is not None else thr
         lo_range, hi_range = getattr(getattr(self.autoencoder, "config", None), "value_range", (-1.0, 1.0))
         width = float(hi_range - lo_range)
 
