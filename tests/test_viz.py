@@ -98,6 +98,7 @@ def test_save_map_and_figure(tmp_path):
     assert any(t.startswith("reconstruction") for t in titles)
     assert any(t.startswith("counterfactual") for t in titles)
     assert any(t.startswith("difference") for t in titles)
+    assert any("p(cardiomegaly) = 0.90" in t for t in titles)  # the counterfactual's probability
     buf = io.BytesIO()
     fig.savefig(buf, format="png")
     assert buf.getvalue()[:8] == b"\x89PNG\r\n\x1a\n"

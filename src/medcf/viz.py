@@ -193,12 +193,14 @@ def figure(cf: Counterfactual, index: int = 0):
     from matplotlib.figure import Figure
 
     _check_index(cf, index)
-    panels = [("original", cf.original[index], f"p = {float(cf.prob_original[index]):.2f}")]
+    p = f"p({_class_name(cf, index)})"
+    panels = [("original", cf.original[index], f"{p} = {float(cf.prob_original[index]):.2f}")]
     if cf.reconstruction is not None:
         p_rec = cf.info.get("prob_reconstruction")
-        sub = f"p = {float(p_rec[index]):.2f}" if p_rec is not None else ""
+        sub = f"{p} = {float(p_rec[index]):.2f}" if p_rec is not None else ""
         panels.append(("reconstruction", cf.reconstruction[index], sub))
-    panels.append(("counterfactual", cf.counterfactual[index], f"p = {float(cf.prob_counterfactual[index]):.2f}"))
+    panels.append(("counterfactual", cf.counterfactual[index],
+                   f"{p} = {float(cf.prob_counterfactual[index]):.2f}"))
     fig = Figure(figsize=(2.6 * (len(panels) + 1), 3.0), layout="constrained")
     axes = fig.subplots(1, len(panels) + 1)
     for ax, (title, img, sub) in zip(axes, panels, strict=False):
