@@ -17,7 +17,7 @@ from pathlib import Path
 
 import numpy as np
 import torch
-from PIL import Image, ImageDraw
+from PIL import Image, ImageDraw, ImageFont
 from torch import Tensor
 
 from medcf.errors import ShapeError
@@ -47,12 +47,21 @@ def _resize(a: np.ndarray, size: int | None) -> Image.Image:
     return img
 
 
+def _font(width: int):
+    """PIL's default font, scaled with the image where this Pillow supports it (>= 10.1)."""
+    try:
+        return ImageFont.load_default(size=max(10, width // 16))
+    except (TypeError, OSError):  # older Pillow / no FreeType: the fixed bitmap font
+        return ImageFont.load_default()
+
+
 def _label(img: Image.Image, text: str) -> Image.Image:
     """Draw ``text`` on a dark band at the top of the image (PIL's default font)."""
     draw = ImageDraw.Draw(img)
-    box = draw.textbbox((0, 0), text)
-    draw.rectangle((0, 0, box[2] + 4, box[3] + 4), fill=(0, 0, 0))
-    draw.text((2, 2), text, fill=(255, 255, 0))
+    font = _font(img.width)
+    box = draw.textbbox((2, 2), text, font=font)
+    draw.rectangle((0, 0, box[2] + 2, box[3] + 2), fill=(0, 0, 0))
+    draw.text((2, 2), text, fill=(255, 255, 0), font=font)
     return img
 
 
