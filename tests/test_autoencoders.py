@@ -280,3 +280,40 @@ def test_cli_trains_from_a_synthetic_folder(tmp_path):
     with pytest.raises(SystemExit) as e:  # the run exists: one-line error, exit 2
         main(main_args)
     assert e.value.code == 2
+
+
+def test_recipe_perceptual_term_is_added(tmp_path, monkeypatch):
+    # a stand-in LPIPS (no weights needed): mean squared error per image, recorded when called
+    import json
+
+    import medcf.eval.lpips as lpips_module
+    from medcf.train.autoencoders import train_autoencoder
+
+    calls = []
+
+    class FakeLPIPS(torch.nn.Module):
+        def __init__(self, net="alex"):
+            super().__init__()
+            calls.append(net)
+
+        def forward(self, x, y):
+            return (x - y).pow(2).flatten(1).mean(1)
+
+    monkeypatch.setattr(lpips_module, "LPIPS", FakeLPIPS)
+    train_autoencoder(_synth(), tmp_path / "run", kind="ae", steps=2, perceptual=0.5, val_data=None,
+                      **TINY_RECIPE)
+    assert calls == ["alex"]
+    rows = [json.loads(line) for line in (tmp_path / "run" / "stats.jsonl").read_text().splitlines()]
+    row = next(r for r in rows if "lpips" in r)
+    assert row["loss"] == pytest.approx(row["l1"] + 0.5 * row["lpips"], rel=1e-5)
+
+
+def test_cli_help_has_an_example(capsys):
+    from medcf.cli import main
+
+    try:
+        main(["train", "vae", "--help"])
+    except SystemExit as e:
+        assert e.code == 0
+    out = capsys.readouterr().out
+    assert "medcf train vae --data" in out and "--kl-weight" in out
