@@ -10,7 +10,7 @@ from __future__ import annotations
 import dataclasses
 from collections.abc import Sequence
 from dataclasses import dataclass, field
-from typing import Any, Protocol, Union, runtime_checkable
+from typing import Any, Protocol, runtime_checkable
 
 import torch
 from torch import Tensor
@@ -18,7 +18,7 @@ from torch import Tensor
 from medcf.errors import ShapeError
 
 # A target class given as an index, a class name, or a tensor of indices [B].
-Target = Union[int, str, Sequence[int], Tensor]
+Target = int | str | Sequence[int] | Tensor
 
 
 @runtime_checkable
