@@ -30,6 +30,13 @@ from medcf.generators.autoencoder import VAE, AutoencoderConfig
 RES = 32
 
 
+def strict_json(path):
+    """Parse JSON refusing NaN/Infinity (not JSON)."""
+    def bad(c):
+        raise ValueError(f"{path}: non-JSON constant {c}")
+    return json.loads(path.read_text(), parse_constant=bad)
+
+
 def _ensure_registered() -> None:
     """The lead wires `register(app)` in medcf.cli; until then the tests add the commands."""
     names = {c.name for c in cli.app.registered_commands}
@@ -82,7 +89,7 @@ def test_explain_writes_gif_strip_map_json_per_image(tiny, tmp_path, capsys):
     out = tmp_path / "out"
     code, stdout, err = run_cli(capsys, "explain", "--classifier", tiny / "classifier", "--generator",
                                 tiny / "vae", "--images", tiny / "pngs", "--out", out,
-                                "--max-steps", "5", "--no-progress")
+                                "--max-steps", "5", "--max-change", "none", "--no-progress")
     assert code == 0, err
     for stem in ("case9", "case19", "case29"):
         gif = out / f"{stem}.gif"
@@ -91,7 +98,8 @@ def test_explain_writes_gif_strip_map_json_per_image(tiny, tmp_path, capsys):
             assert im.format == "PNG"
         with Image.open(out / f"{stem}_map.png") as im:
             assert im.format == "PNG" and im.size == (256, 256)
-        rec = json.loads((out / f"{stem}.json").read_text())
+        rec = strict_json(out / f"{stem}.json")
+        assert rec["settings"]["max_change"] is None and rec["settings"]["max_steps"] == 5
         for key in ("prob_original", "prob_counterfactual", "path_probs", "flipped", "found",
                     "lambda", "seconds"):
             assert key in rec
@@ -116,7 +124,7 @@ def test_evaluate_writes_metrics_csv_report(tiny, tmp_path, capsys):
         tiny / "fo", "--ctr-regressor", tiny / "ctr", "--max-steps", "5", "--no-lpips",
         "--out", out, "--no-progress")
     assert code == 0, err
-    metrics = json.loads((out / "metrics.json").read_text())
+    metrics = strict_json(out / "metrics.json")
     summary, settings = metrics["summary"], metrics["settings"]
     assert summary["n"] == 4  # indices 9, 19, 29, 39 form the test split of 40 samples
     for key in ("validity", "oracle_validity", "fop", "clinical", "localization", "seconds_per_explanation"):

@@ -37,15 +37,17 @@ class DemoPlan:
 
     resolution: int = 64
     n: int = 4000                                  # synthetic images (80/10/10 train/val/test)
-    classifier: tuple = ((8, 16, 32), 500, 64)     # (widths, steps, batch size)
-    oracle: tuple = ((12, 24, 48), 500, 64)
-    fo_detector: tuple = ((8, 16, 32), 400, 64)
-    ctr_regressor: tuple = ((8, 16, 32), 600, 64)
+    # four narrow stages: cheap at 64 px and a receptive field wide enough to compare
+    # heart and thorax widths (ctr); (widths, steps, batch size)
+    classifier: tuple = ((8, 16, 32, 64), 500, 64)
+    oracle: tuple = ((12, 24, 48, 96), 500, 64)
+    fo_detector: tuple = ((8, 16, 32, 64), 400, 64)
+    ctr_regressor: tuple = ((8, 16, 32, 64), 700, 64)
     generator_kind: str = "vae"                    # "vae" | "ae"
-    generator: tuple = ((16, 32, 64), 800, 32)     # (widths, steps, batch size); latent 8x8x8
+    generator: tuple = ((16, 32, 64), 800, 32)       # (widths, steps, batch size); latent 8x8x8
     n_explain: int = 16                            # images written as GIFs
     n_evaluate: int = 200                          # test images scored in the report
-    iterative: bool = False                        # Latent Shift: single gradient (Cohen) or iterative
+    iterative: bool = True                         # Latent Shift: iterative (flips more) or single gradient
     batch_size: int = 16
 
 
@@ -219,15 +221,15 @@ def main(argv: list[str] | None = None) -> dict:
     ap.add_argument("--quick", action="store_true", help="tiny smoke run (seconds)")
     ap.add_argument("--overwrite", action="store_true", help="replace a demo already in --out")
     ap.add_argument("--generator-kind", choices=("vae", "ae"), default=None, help="generator (default vae)")
-    ap.add_argument("--iterative", action="store_true", help="iterative Latent Shift (default single gradient)")
+    ap.add_argument("--single-gradient", action="store_true", help="Cohen's single-gradient Latent Shift (default iterative)")
     ap.add_argument("--no-progress", action="store_true", help="no progress bars")
     ap.add_argument("--workers", type=int, default=2, help="processes writing the synthetic data")
     args = ap.parse_args(argv)
     plan = QUICK if args.quick else DemoPlan()
     if args.generator_kind:
         plan = replace(plan, generator_kind=args.generator_kind)
-    if args.iterative:
-        plan = replace(plan, iterative=True)
+    if args.single_gradient:
+        plan = replace(plan, iterative=False)
     logging.basicConfig(level=logging.WARNING, format="%(levelname)s %(name)s: %(message)s")
     try:
         return run_demo(args.out, plan, overwrite=args.overwrite,

@@ -281,6 +281,20 @@ def explain_dataset(explainer: Explainer, data: Dataset | Tensor, target: Target
 # ----------------------------------------------------------------------------- per-query files
 
 
+def json_safe(obj: Any) -> Any:
+    """Containers of plain values with non-finite floats as None (strict JSON).
+
+    An infinite pixel budget (``max_change=inf``) means no budget, i.e. None in the config.
+    """
+    if isinstance(obj, dict):
+        return {str(k): json_safe(v) for k, v in obj.items()}
+    if isinstance(obj, (list, tuple)):
+        return [json_safe(v) for v in obj]
+    if isinstance(obj, float) and not math.isfinite(obj):
+        return None
+    return obj
+
+
 def _num(v) -> float | None:
     v = float(v)
     return None if math.isnan(v) else v
@@ -348,7 +362,7 @@ def write_explanation(cf: Counterfactual, i: int, out_dir: str | os.PathLike, na
     viz.save_map(cf, out / files["map"], index=i, size=size)
     rec = query_record(cf, i, name=name, source=source)
     rec["files"] = files
-    atomic_write_text(out / files["json"], json.dumps(rec, indent=2) + "\n")
+    atomic_write_text(out / files["json"], json.dumps(json_safe(rec), indent=2) + "\n")
     return rec
 
 

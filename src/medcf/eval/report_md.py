@@ -81,6 +81,17 @@ def _fmt(v: Any) -> str:
     return str(v)
 
 
+def _json_safe(obj: Any) -> Any:
+    """Non-finite floats -> None, tuples -> lists (strict JSON)."""
+    if isinstance(obj, dict):
+        return {str(k): _json_safe(v) for k, v in obj.items()}
+    if isinstance(obj, (list, tuple)):
+        return [_json_safe(v) for v in obj]
+    if isinstance(obj, float) and not math.isfinite(obj):
+        return None
+    return obj
+
+
 def versions() -> dict[str, str]:
     """Versions of medcf, torch, numpy and python, and the platform."""
     import torch
@@ -220,8 +231,9 @@ def write_evaluation(out_dir: str | os.PathLike, summary: dict, rows: Sequence[d
     """
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
-    settings = {**settings, "fid_extractor": lookup(summary, "fid.extractor"),
-                "versions": versions()}
+    settings = _json_safe({**settings, "fid_extractor": lookup(summary, "fid.extractor"),
+                           "versions": versions()})
+    summary = _json_safe(summary)
     paths: dict[str, Path] = {}
     figures: dict[str, str] = {}
     names = None
@@ -236,7 +248,7 @@ def write_evaluation(out_dir: str | os.PathLike, summary: dict, rows: Sequence[d
         paths["ctr_hist"], figures["ctr_hist"] = p, p.name
     paths["metrics"] = atomic_write_text(
         out / "metrics.json", json.dumps({"summary": summary, "settings": settings}, indent=2,
-                                         default=str) + "\n")
+                                         default=str, allow_nan=False) + "\n")
     paths["queries"] = atomic_write_text(out / "queries.csv", _csv_text(rows))
     paths["report"] = atomic_write_text(out / "report.md", render_report(summary, settings, figures))
     return paths
