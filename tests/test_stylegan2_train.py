@@ -92,6 +92,24 @@ def test_few_steps_finite_and_outputs_written(tmp_path):
     assert res.steps == 4 and res.kimg == pytest.approx(0.016)
 
 
+def test_fid_snapshots_use_the_oracle_features(tmp_path):
+    from medcf.classifiers import OracleClassifier, ResNetConfig
+
+    cfg = ResNetConfig(resolution=16, widths=(4, 8), blocks=(1, 1), class_names=("a", "b"))
+    OracleClassifier(cfg, seed=3).save(tmp_path / "oracle")
+    res = train_stylegan2(Blobs(), tmp_path / "run", steps=2, fid_oracle=tmp_path / "oracle",
+                          fid_every=1, fid_n=12, **TINY)
+    assert res.fid["extractor"] == "domain:OracleClassifier"
+    assert res.fid["n_real"] == res.fid["n_fake"] == 12 and res.fid["step"] == 2
+    assert math.isfinite(res.fid["fid"]) and res.fid["fid"] >= 0
+    fids = [json.loads(s) for s in (tmp_path / "run" / "stats.jsonl").read_text().splitlines()]
+    assert [rec["step"] for rec in fids if "fid" in rec] == [1, 2]
+    # an oracle for other images is refused before training starts
+    OracleClassifier(ResNetConfig(resolution=32, widths=(4,), blocks=(1,))).save(tmp_path / "o32")
+    with pytest.raises(MedcfError, match="--fid-oracle does not accept"):
+        train_stylegan2(Blobs(), tmp_path / "run2", steps=2, fid_oracle=tmp_path / "o32", **TINY)
+
+
 def _force_real_logits(monkeypatch, sign: float):
     """Make every discriminator output sign * (|logit| + 1)."""
     forward = Discriminator.forward
