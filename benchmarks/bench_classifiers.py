@@ -49,10 +49,12 @@ def main() -> None:
     ap.add_argument("--roles", default=",".join(ROLES), help="comma-separated roles to train")
     ap.add_argument("--steps", type=int, default=None, help="override every role's default steps")
     ap.add_argument("--device", default=None)
+    ap.add_argument("--data", default=None, help="use this synthetic folder instead of writing one")
+    ap.add_argument("--results", default=None, help="results JSON (default OUT/results.json)")
     args = ap.parse_args()
 
     out = Path(args.out)
-    data = out / f"synth{args.resolution}"
+    data = Path(args.data) if args.data else out / f"synth{args.resolution}"
     info = {"machine": machine(), "n": args.n, "resolution": args.resolution, "roles": {}}
     t0 = time.perf_counter()
     if not (data / "dataset.json").is_file():
@@ -84,8 +86,10 @@ def main() -> None:
     print(f"machine: {m['processor']}, {m['cpu_count']} CPUs, torch threads {m['torch_threads']}, "
           f"load average {m['loadavg_start']} -> {m['loadavg_end']} (shared machine); "
           f"total {info['total_s']} s")
-    (out / "results.json").write_text(json.dumps(info, indent=2) + "\n")
-    print(f"results: {out / 'results.json'}")
+    results = Path(args.results) if args.results else out / "results.json"
+    results.parent.mkdir(parents=True, exist_ok=True)
+    results.write_text(json.dumps(info, indent=2) + "\n")
+    print(f"results: {results}")
 
 
 if __name__ == "__main__":

@@ -60,10 +60,10 @@ class RoleRecipe:
 
 
 RECIPES: dict[str, RoleRecipe] = {
-    "classifier": RoleRecipe((16, 32, 64), (1, 1, 1), 0, 600, 3e-3, "label", "accuracy"),
-    "oracle": RoleRecipe((24, 48, 96), (1, 1, 1), 1, 600, 3e-3, "label", "accuracy"),
-    "fo-detector": RoleRecipe((16, 32, 64), (1, 1, 1), 2, 600, 3e-3, "fo_flags", "macro_f1"),
-    "ctr-regressor": RoleRecipe((16, 32, 64), (1, 1, 1), 3, 800, 3e-3, "ctr", "mae"),
+    "classifier": RoleRecipe((8, 16, 32, 64), (1, 1, 1, 1), 0, 1000, 3e-3, "label", "accuracy"),
+    "oracle": RoleRecipe((12, 24, 48, 96), (1, 1, 1, 1), 1, 1000, 3e-3, "label", "accuracy"),
+    "fo-detector": RoleRecipe((8, 16, 32, 64), (1, 1, 1, 1), 2, 400, 3e-3, "fo_flags", "macro_f1"),
+    "ctr-regressor": RoleRecipe((8, 16, 32, 64), (1, 1, 1, 1), 3, 1200, 3e-3, "ctr", "mae"),
 }
 
 
@@ -93,10 +93,20 @@ def _datasets(data, val_data, test_data, resolution):
         if not path.exists():
             raise DataError(f"{path}: data directory not found")
         train = _open(path, "train", resolution)
-        val = val_data if val_data is not None else _open(path, "val", resolution)
-        test = test_data if test_data is not None else _open(path, "test", resolution)
+        val = val_data if val_data is not None else _open_optional(path, "val", resolution)
+        test = test_data if test_data is not None else _open_optional(path, "test", resolution)
         return train, val, test
     return data, val_data, test_data
+
+
+def _open_optional(path: Path, split: str, resolution: int | None) -> Dataset | None:
+    """The ``split`` of ``path``, or None (with a warning) when the data has no such split."""
+    try:
+        ds = _open(path, split, resolution)
+    except DataError as e:
+        log.warning("%s: no %s split (%s); continuing without it", path, split, e)
+        return None
+    return ds if len(ds) > 0 else None
 
 
 def _dataset_facts(ds: Dataset) -> tuple[int, int, tuple[str, ...]]:
