@@ -61,7 +61,7 @@ class RoleRecipe:
 
 RECIPES: dict[str, RoleRecipe] = {
     "classifier": RoleRecipe((8, 16, 32, 64), (1, 1, 1, 1), 0, 1000, 3e-3, "label", "accuracy"),
-    "oracle": RoleRecipe((12, 24, 48, 96), (1, 1, 1, 1), 1, 1000, 3e-3, "label", "accuracy"),
+    "oracle": RoleRecipe((12, 24, 48, 96), (1, 1, 1, 1), 1, 700, 3e-3, "label", "accuracy"),
     "fo-detector": RoleRecipe((8, 16, 32, 64), (1, 1, 1, 1), 2, 400, 3e-3, "fo_flags", "macro_f1"),
     "ctr-regressor": RoleRecipe((8, 16, 32, 64), (1, 1, 1, 1), 3, 1200, 3e-3, "ctr", "mae"),
 }
