@@ -101,16 +101,51 @@ def build_latent_shift(classifier_dir: str | os.PathLike, generator_dir: str | o
     return LatentShift(autoencoder=generator, classifier=classifier, config=config)
 
 
+def build_latent_probe_method(classifier_dir: str | os.PathLike, generator_dir: str | os.PathLike, *,
+                              encoder: str | os.PathLike | None = None,
+                              probe_dir: str | os.PathLike | None = None,
+                              fit_samples: int | None = None, seed: int = 0,
+                              device: str | torch.device = "cpu", progress: bool = True) -> Explainer:
+    """A fitted latent-probe explainer (StyleGAN2 generator, optional encoder; see
+    ``medcf.counterfactual.latent_probe.build_latent_probe``); the probe is loaded from
+    ``probe_dir`` when it holds one, else fitted (and saved there)."""
+    from medcf.counterfactual.latent_probe import build_latent_probe
+
+    classifier = load_explained_classifier(classifier_dir, device=device)
+    kwargs = {"fit_samples": fit_samples} if fit_samples is not None else {}
+    return build_latent_probe(generator_dir, classifier, encoder, probe_dir, seed=seed, device=device,
+                              progress=progress, **kwargs)
+
+
 # Explicit name -> builder(classifier_dir, generator_dir, **opts) dict used by the CLI.
 METHODS: dict[str, Callable[..., Explainer]] = {
     "latent-shift": build_latent_shift,
+    "latent-probe": build_latent_probe_method,
+}
+
+# The options each builder accepts (the CLI passes every option; the others are dropped).
+METHOD_OPTIONS: dict[str, tuple[str, ...]] = {
+    "latent-shift": ("iterative", "direction", "step_size", "max_steps", "max_change", "threshold",
+                     "stop_probability", "patience", "reference", "device"),
+    "latent-probe": ("encoder", "probe_dir", "fit_samples", "seed", "device", "progress"),
 }
 
 
 def build_explainer(method: str, classifier_dir, generator_dir, **opts) -> Explainer:
-    """``METHODS[method](classifier_dir, generator_dir, **opts)`` with a one-line error for a typo."""
+    """``METHODS[method](classifier_dir, generator_dir, **opts)`` with a one-line error for a typo.
+
+    Options the method does not take are dropped (a warning names those that were set).
+    """
     if method not in METHODS:
         raise MedcfError(f"--method: unknown method {method!r}; choose one of {sorted(METHODS)}")
+    if opts.get("direction") is not None and method != "latent-shift":
+        raise MedcfError(f"--away-from: not supported by --method {method}")
+    accepted = METHOD_OPTIONS.get(method)
+    if accepted is not None:
+        ignored = sorted(k for k, v in opts.items() if k not in accepted and v not in (None, False))
+        if ignored:
+            log.warning("%s ignores option(s) %s", method, ignored)
+        opts = {k: v for k, v in opts.items() if k in accepted and v is not None}
     return METHODS[method](classifier_dir, generator_dir, **opts)
 
 

@@ -12,9 +12,11 @@ from medcf.errors import MedcfError
 
 
 def _method_opts(iterative: bool, step_size: float | None, max_steps: int | None,
-                 max_change: float | None, direction: str | None) -> dict:
+                 max_change: float | None, direction: str | None, encoder=None, probe_dir=None,
+                 fit_samples: int | None = None) -> dict:
     opts = {"iterative": iterative, "step_size": step_size, "max_steps": max_steps,
-            "max_change": max_change}
+            "max_change": max_change, "encoder": encoder, "probe_dir": probe_dir,
+            "fit_samples": fit_samples}
     if direction is not None:
         opts["direction"] = direction
     return opts
@@ -53,7 +55,7 @@ def register(app: typer.Typer) -> None:
         images: Path = typer.Option(..., "--images", help="An image file, a folder of images, or any "
                                     "dataset path medcf reads (resized to the generator's size)."),
         out: Path = typer.Option(..., "--out", help="Output folder (must be empty unless --overwrite)."),
-        method: str = typer.Option("latent-shift", "--method", help="Explainer: latent-shift."),
+        method: str = typer.Option("latent-shift", "--method", help="Explainer: latent-shift | latent-probe."),
         target: str = typer.Option(None, "--target", help="Class name or index to reach; default: "
                                    "'opposite' of the classifier's decision per image."),
         away_from: str = typer.Option(None, "--away-from", help="Class to move away from (binary)."),
@@ -66,6 +68,10 @@ def register(app: typer.Typer) -> None:
         max_steps: int = typer.Option(None, "--max-steps", help="Frames searched per image."),
         max_change: str = typer.Option(None, "--max-change", help="Pixel budget: mean |frame - "
                                        "reconstruction| / range; 'none' for no budget."),
+        encoder: Path = typer.Option(None, "--encoder", help="latent-probe: a trained StyleGAN2 encoder run."),
+        probe_dir: Path = typer.Option(None, "--probe-dir", help="latent-probe: load the fitted probe "
+                                       "from here, or fit it and save it here."),
+        fit_samples: int = typer.Option(None, "--fit-samples", help="latent-probe: generated samples to fit on."),
         convert_channels: bool = typer.Option(False, "--convert-channels",
                                               help="Convert RGB<->grey to the generator's channels."),
         fps: float = typer.Option(8.0, "--fps", help="GIF frames per second."),
@@ -88,7 +94,8 @@ def register(app: typer.Typer) -> None:
 
         want, direction = _target_and_direction(target, away_from)
         check_out_dir(out, overwrite)
-        opts = _method_opts(iterative, step_size, max_steps, _parse_max_change(max_change), direction)
+        opts = _method_opts(iterative, step_size, max_steps, _parse_max_change(max_change), direction,
+                            encoder, probe_dir, fit_samples)
         explainer = _build(method, classifier, generator, opts)
         ds = open_images(images, explainer, split=split, convert_channels=convert_channels)
         names = getattr(explainer.classifier, "class_names", None)
@@ -118,7 +125,7 @@ def register(app: typer.Typer) -> None:
         data: Path = typer.Option(..., "--data", help="Labelled dataset (a medcf synthetic folder gives "
                                   "FOP, CTR and localization ground truth)."),
         out: Path = typer.Option(..., "--out", help="Output folder (must be empty unless --overwrite)."),
-        method: str = typer.Option("latent-shift", "--method", help="Explainer: latent-shift."),
+        method: str = typer.Option("latent-shift", "--method", help="Explainer: latent-shift | latent-probe."),
         split: str = typer.Option("test", "--split", help="Split of --data to explain."),
         oracle: Path = typer.Option(None, "--oracle", help="Oracle run (independent judge; FID features)."),
         fo_detector: Path = typer.Option(None, "--fo-detector", help="Foreign-object detector run (FOP)."),
@@ -132,6 +139,10 @@ def register(app: typer.Typer) -> None:
         step_size: float = typer.Option(None, "--step-size", help="Shift per frame (method default)."),
         max_steps: int = typer.Option(None, "--max-steps", help="Frames searched per image."),
         max_change: str = typer.Option(None, "--max-change", help="Pixel budget; 'none' for no budget."),
+        encoder: Path = typer.Option(None, "--encoder", help="latent-probe: a trained StyleGAN2 encoder run."),
+        probe_dir: Path = typer.Option(None, "--probe-dir", help="latent-probe: load the fitted probe "
+                                       "from here, or fit it and save it here."),
+        fit_samples: int = typer.Option(None, "--fit-samples", help="latent-probe: generated samples to fit on."),
         fid: str = typer.Option("domain", "--fid", help="FID features: domain (the oracle's), "
                                 "inception (needs local weights) or none."),
         inception_weights: Path = typer.Option(None, "--inception-weights", help="pytorch-fid weights file."),
@@ -154,7 +165,8 @@ def register(app: typer.Typer) -> None:
         if fid not in ("domain", "inception", "none"):
             raise MedcfError(f"--fid: expected domain, inception or none, got {fid!r}")
         check_out_dir(out, overwrite)
-        opts = _method_opts(iterative, step_size, max_steps, _parse_max_change(max_change), None)
+        opts = _method_opts(iterative, step_size, max_steps, _parse_max_change(max_change), None,
+                            encoder, probe_dir, fit_samples)
         explainer = _build(method, classifier, generator, opts)
         models = {name: load_classifier(path, kind=kind) if path is not None else None
                   for name, path, kind in (("oracle", oracle, "oracle"),
@@ -186,7 +198,8 @@ def register(app: typer.Typer) -> None:
             "batch_size": batch_size, "oracle": str(oracle) if oracle else None,
             "fo_detector": str(fo_detector) if fo_detector else None,
             "ctr_regressor": str(ctr_regressor) if ctr_regressor else None,
-            "fid": fid, "inception_weights": str(inception_weights) if inception_weights else None,
+            "encoder": str(encoder) if encoder else None, "probe_dir": str(probe_dir) if probe_dir else None,
+            "fit_samples": fit_samples, "fid": fid, "inception_weights": str(inception_weights) if inception_weights else None,
             "lpips": lpips_note, "explainer_settings": _config_dict(explainer),
         }
         paths = write_evaluation(out, summary, rows, shown, settings)
