@@ -105,12 +105,12 @@ def train_autoencoder(
     steps: int = 1500,                      # optimizer steps
     batch_size: int = 32,
     lr: float = 2e-3,                       # peak learning rate (Adam)
-    latent_dim: int = 8,                    # latent channels
+    latent_dim: int = 16,                   # latent channels
     latent_size: int = 8,                   # latent height = width
     widths: tuple[int, ...] | None = None,  # stage widths (None: one per halving from base_width)
     base_width: int = 16,                   # first stage width when ``widths`` is None
     blocks: int = 1,                        # residual blocks per stage
-    kl_weight: float = 1e-2,                # VAE: weight of KL per image value
+    kl_weight: float = 1e-3,                # VAE: weight of KL per image value
     perceptual: float = 0.0,                # LPIPS weight (0 = off)
     perceptual_net: str = "alex",
     ema_decay: float | None = 0.995,
