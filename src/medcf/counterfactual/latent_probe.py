@@ -211,7 +211,10 @@ class LatentProbe:
 
     def fit(self, n_samples: int = 5000, *, generator: torch.Generator | None = None,
             batch_size: int = 64, progress: bool = True) -> LatentProbe:
-        """Sample ``n_samples`` latents, classify their images, fit the probe; returns self."""
+        """Sample ``n_samples`` latents, classify their images, fit the probe; returns self.
+
+        ``generator`` draws z (default: a fresh ``torch.Generator`` seeded 0).
+        """
         from sklearn.linear_model import LogisticRegressionCV
         from sklearn.model_selection import StratifiedKFold
 
@@ -219,6 +222,8 @@ class LatentProbe:
         if n_samples < 4 * cfg.cv_folds:
             raise ValueError(f"LatentProbe.fit: n_samples must be >= {4 * cfg.cv_folds}, got {n_samples}")
         t0 = time.perf_counter()
+        if generator is None:
+            generator = torch.Generator().manual_seed(0)
         G = self.generator
         device = _device(G)
         ws, ys, k = [], [], 2
@@ -226,8 +231,7 @@ class LatentProbe:
             for i in tqdm(range(0, n_samples, batch_size), desc="probe samples", disable=not progress,
                           leave=False):
                 b = min(batch_size, n_samples - i)
-                gdev = generator.device if generator is not None else "cpu"
-                z = torch.randn(b, G.z_dim, generator=generator, device=gdev).to(device)
+                z = torch.randn(b, G.z_dim, generator=generator, device=generator.device).to(device)
                 w = map_z(G, z, truncation_psi=cfg.truncation_psi, rng=generator)[:, 0]  # [b, w_dim]
                 logits = self._logits(G.decode(w))
                 k = max(2, logits.shape[1])
@@ -244,8 +248,7 @@ class LatentProbe:
                              f"{n_samples} samples; increase n_samples")
 
         # held-out split (stratified, seeded from the torch generator)
-        seed = int(torch.randint(0, 2**31 - 1, (1,), generator=generator, device=generator.device
-                                 if generator is not None else "cpu"))
+        seed = int(torch.randint(0, 2**31 - 1, (1,), generator=generator, device=generator.device))
         rng = np.random.default_rng(seed)
         test = np.zeros(len(y), dtype=bool)
         for c in present:

@@ -278,10 +278,13 @@ class Projector:
 
         ``init``: latents [B, w_dim] / [B, num_ws, w_dim] to start from (an encoder's
         output), or a ``SavedLatents`` from ``load_latents`` to resume (noise maps too).
-        ``generator`` draws the initial noise maps and the w noise.
+        ``generator`` draws the initial noise maps and the w noise (default: a fresh
+        ``torch.Generator`` seeded 0, so repeated calls agree; the global RNG is never used).
         """
         cfg = self.config
         t0 = time.perf_counter()
+        if generator is None:
+            generator = torch.Generator().manual_seed(0)
         G = self.generator
         check_images(x, channels=G.img_channels, resolution=G.img_resolution, name="Projector input")
         device = self.device
@@ -305,7 +308,7 @@ class Projector:
                     log.warning("projector: saved noise %s has shape %s, expected %s; drawing new noise",
                                 name, tuple(saved_noise[name].shape), (b, 1, r, r))
                 t = torch.randn((b, 1, r, r), generator=generator,
-                                device=generator.device if generator is not None else "cpu").to(device)
+                                device=generator.device).to(device)
             maps[name] = t.requires_grad_(True)
         params = [w_opt, *maps.values()]
         opt = torch.optim.Adam(params, lr=cfg.lr, betas=(0.9, 0.999))
@@ -321,9 +324,7 @@ class Projector:
                     group["lr"] = cfg.lr * lr_schedule(t, cfg)
                 w = w_opt
                 if scale > 0:
-                    w = w + scale * torch.randn(w.shape, generator=generator,
-                                                device=generator.device if generator is not None else "cpu"
-                                                ).to(device)
+                    w = w + scale * torch.randn(w.shape, generator=generator, device=generator.device).to(device)
                 with torch.enable_grad():
                     terms = self._losses(w, target, list(maps.values()))
                     grads = torch.autograd.grad(terms["loss"].sum(), params)
