@@ -317,3 +317,16 @@ def test_cli_help_has_an_example(capsys):
         assert e.code == 0
     out = capsys.readouterr().out
     assert "medcf train vae --data" in out and "--kl-weight" in out
+
+
+@pytest.mark.parametrize("widths, expected_latent", [(None, (8, 16, 16)), ((4, 8), (16, 8, 8))])
+def test_recipe_derives_the_latent_from_widths(widths, expected_latent, tmp_path):
+    # no widths: 16x16 latent with 8 channels (one stage per halving from 32 px: 1 stage);
+    # two stages on 32 px: 8x8 latent with 16 channels
+    from medcf.train.autoencoders import train_autoencoder
+
+    train_autoencoder(_synth(8), tmp_path / "r", kind="ae", steps=1, widths=widths, batch_size=4,
+                      progress=False, val_data=None)
+    cfg = load_autoencoder(tmp_path / "r").config
+    assert cfg.latent_shape == expected_latent
+    assert cfg.resolution == cfg.latent_size * 2 ** len(cfg.widths)

@@ -7,13 +7,13 @@ from pathlib import Path
 import typer
 
 
-def _train(kind: str, data: Path, out: Path, steps: int, batch_size: int, lr: float, latent_dim: int,
-           kl_weight: float, perceptual: float, ema_decay: float, seed: int, resolution: int | None,
+def _train(kind: str, data: Path, out: Path, steps: int, batch_size: int, lr: float, latent_dim: int | None,
+           latent_size: int, kl_weight: float, perceptual: float, ema_decay: float, seed: int, resolution: int | None,
            resume: bool, progress: bool) -> None:
     from medcf.train.autoencoders import train_autoencoder
 
     res = train_autoencoder(data, out, kind=kind, steps=steps, batch_size=batch_size, lr=lr,
-                            latent_dim=latent_dim, kl_weight=kl_weight, perceptual=perceptual,
+                            latent_dim=latent_dim, latent_size=latent_size, kl_weight=kl_weight, perceptual=perceptual,
                             ema_decay=ema_decay if ema_decay > 0 else None, seed=seed,
                             resolution=resolution, resume=resume, progress=progress)
     figures = ", ".join(f"{k} {v:.4g}" for k, v in res.val.items() if isinstance(v, float))
@@ -28,7 +28,9 @@ def register(app: typer.Typer) -> None:
             steps: int = typer.Option(1500, "--steps", help="Optimizer steps."),
             batch_size: int = typer.Option(32, "--batch-size", help="Images per step."),
             lr: float = typer.Option(2e-3, "--lr", help="Peak learning rate (Adam, warm-up + cosine)."),
-            latent_dim: int = typer.Option(16, "--latent-dim", help="Latent channels (the latent is 8x8 spatial)."),
+            latent_dim: int | None = typer.Option(None, "--latent-dim",
+                                                  help="Latent channels (default 8 for a 16x16 latent, else 16)."),
+            latent_size: int = typer.Option(16, "--latent-size", help="Latent side: 16 -> [latent-dim, 16, 16]."),
             kl_weight: float = typer.Option(1e-3, "--kl-weight", help="VAE: weight of the KL term per image value."),
             perceptual: float = typer.Option(0.0, "--perceptual",
                                              help="LPIPS loss weight (0 = off; needs `medcf weights` LPIPS)."),
@@ -38,7 +40,7 @@ def register(app: typer.Typer) -> None:
             resume: bool = typer.Option(False, "--resume", help="Continue the run in --out exactly."),
             progress: bool = typer.Option(True, "--progress/--no-progress", help="Show a progress bar."),
         ) -> None:
-            _train(kind, data, out, steps, batch_size, lr, latent_dim, kl_weight, perceptual, ema_decay,
+            _train(kind, data, out, steps, batch_size, lr, latent_dim, latent_size, kl_weight, perceptual, ema_decay,
                    seed, resolution, resume, progress)
 
         command.__doc__ = (f"Train {title} (kind '{kind}') for Latent Shift.\n\n"

@@ -105,8 +105,8 @@ def train_autoencoder(
     steps: int = 1500,                      # optimizer steps
     batch_size: int = 32,
     lr: float = 2e-3,                       # peak learning rate (Adam)
-    latent_dim: int = 16,                   # latent channels
-    latent_size: int = 8,                   # latent height = width
+    latent_dim: int | None = None,          # latent channels (None: 8 for a 16x16 latent, else 16)
+    latent_size: int | None = None,         # latent side (None: from widths, else 16)
     widths: tuple[int, ...] | None = None,  # stage widths (None: one per halving from base_width)
     base_width: int = 16,                   # first stage width when ``widths`` is None
     blocks: int = 1,                        # residual blocks per stage
@@ -152,7 +152,11 @@ def train_autoencoder(
     if len(train_ds) == 0:
         raise DataError(f"{where}: the training split is empty")
     channels, res = _facts(train_ds)
-    if res % latent_size or (res // latent_size) & (res // latent_size - 1):
+    if latent_size is None:
+        latent_size = res >> len(widths) if widths else 16
+    if latent_dim is None:
+        latent_dim = 8 if latent_size >= 16 else 16
+    if latent_size < 1 or res % latent_size or (res // latent_size) & (res // latent_size - 1):
         raise DataError(f"{where}: image size {res} is not latent_size {latent_size} times a power "
                         "of two; pass resolution= to resize")
     widths = tuple(widths) if widths else default_widths(res, latent_size, base=base_width)
