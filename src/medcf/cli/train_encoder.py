@@ -20,7 +20,7 @@ def register(app: typer.Typer) -> None:
         lpips_weight: float = typer.Option(0.5, "--lpips-weight",
                                            help="Weight of the image LPIPS through G (0 = off)."),
         truncation: float = typer.Option(1.0, "--trunc", help="Truncation psi of the sampled w."),
-        ema_decay: float = typer.Option(0.999, "--ema", help="EMA decay of the exported encoder (0 = off)."),
+        ema_decay: float = typer.Option(0.995, "--ema", help="EMA decay of the exported encoder (0 = off)."),
         seed: int = typer.Option(0, "--seed", help="Initial weights and sampled pairs."),
         resume: bool = typer.Option(False, "--resume", help="Continue the run in --out exactly."),
         progress: bool = typer.Option(True, "--progress/--no-progress", help="Show a progress bar."),

@@ -113,7 +113,7 @@ def train_encoder(
     base_channels: int = 32,
     max_channels: int = 256,
     blocks: int = 1,
-    ema_decay: float | None = 0.999,
+    ema_decay: float | None = 0.995,
     seed: int = 0,
     val_samples: int = 256,                 # generated validation pairs (0 = none)
     val_every: int = 500,
