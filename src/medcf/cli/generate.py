@@ -183,6 +183,8 @@ def register(app: typer.Typer) -> None:
                      noise={k: torch.cat(v) for k, v in noise.items()}, meta={**meta, "final": final})
         atomic_write_text(out / "projection.json", json.dumps(
             {**meta, "final": final, "settings": proj.settings()}, indent=2) + "\n")
-        mean_loss = sum(final["loss"]) / len(final["loss"])
+        def mean(k: str) -> float:
+            return sum(final[k]) / len(final[k])
+
         typer.echo(f"project: {len(files)} image(s) into {space} ({total_steps} steps in all), "
-                   f"mean loss {mean_loss:.4g}; {out}/latents.safetensors")
+                   f"mean LPIPS {mean('lpips'):.4g}, mean L2 {mean('l2'):.4g}; {out}/latents.safetensors")
