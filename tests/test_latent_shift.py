@@ -316,7 +316,7 @@ def test_with_a_vae_and_a_small_cnn_classifier():
     assert cf.counterfactual.shape == x.shape and cf.difference.shape == (2, 1, 32, 32)
     assert cf.latents.shape == (2, 4, 8, 8)
     assert torch.isfinite(cf.path).all() and len(cf.info["found"]) == 2
-    assert cf.info["method"] == "latent_shift" and cf.info["settings"]["iterative"] is True
+    assert cf.info["method"] == "latent-shift" and cf.info["settings"]["iterative"] is True
     assert cf.info["seconds"] > 0
     # modes restored, no parameter gradients left behind
     assert vae.training and clf.training

@@ -12,7 +12,7 @@ import sys
 import click
 import typer
 
-from medcf.cli import convert, data, data_inspect, explain, info, train, weights
+from medcf.cli import convert, data, data_inspect, explain, generate, info, train, weights
 from medcf.errors import MedcfError
 from medcf.io import first_line
 
@@ -30,6 +30,7 @@ app.add_typer(convert.app, name="convert")
 app.add_typer(weights.app, name="weights")
 info.register(app)
 explain.register(app)
+generate.register(app)
 
 
 @app.callback()

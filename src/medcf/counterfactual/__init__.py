@@ -1,5 +1,23 @@
-"""medcf.counterfactual: one explainer per module, bound to a classifier at construction."""
+"""medcf.counterfactual: one explainer per module, bound to a classifier at construction.
 
+Example:
+    >>> from medcf.counterfactual import LatentShift
+    >>> cf = LatentShift(autoencoder=vae, classifier=clf).explain(x, target=1)  # doctest: +SKIP
+"""
+
+from medcf.counterfactual.latent_probe import (
+    LatentProbe,
+    LatentProbeConfig,
+    ProbeFit,
+    build_latent_probe,
+)
 from medcf.counterfactual.latent_shift import LatentShift, LatentShiftConfig
 
-__all__ = ["LatentShift", "LatentShiftConfig"]
+__all__ = [
+    "LatentProbe",
+    "LatentProbeConfig",
+    "LatentShift",
+    "LatentShiftConfig",
+    "ProbeFit",
+    "build_latent_probe",
+]

@@ -119,7 +119,7 @@ class LatentShift:
         >>> cf = ls.explain(x, target=1)                                        # doctest: +SKIP
     """
 
-    method = "latent_shift"
+    method = "latent-shift"
 
     def __init__(self, *, autoencoder, classifier: nn.Module, config: LatentShiftConfig | None = None):
         for name in ("encode", "decode"):
