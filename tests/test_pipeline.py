@@ -9,6 +9,7 @@ from __future__ import annotations
 import csv
 import json
 import math
+import re
 
 import numpy as np
 import pytest
@@ -140,6 +141,9 @@ def test_evaluate_writes_metrics_csv_report(tiny, tmp_path, capsys):
     assert math.isclose(summary["validity"], np.mean([r["reached"] == "True" for r in rows]))
     report = (out / "report.md").read_text()
     assert "| validity |" in report and "examples.png" in report and "ctr_hist.png" in report
+    for line in report.splitlines():  # a well-formed 3-column table: 4 unescaped pipes per row
+        if line.startswith("|"):
+            assert len(re.findall(r"(?<!\\)\|", line)) == 4, line
     assert (out / "examples.png").is_file() and (out / "ctr_hist.png").is_file()
 
 

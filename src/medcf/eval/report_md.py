@@ -182,13 +182,13 @@ def render_report(summary: dict, settings: dict, figures: dict[str, str] | None 
         v = lookup(summary, key)
         if v is None and key not in ("n",):
             continue
-        lines.append(f"| {label} | {_fmt(v)} | {definition} |")
+        lines.append(f"| {label} | {_fmt(v)} | {definition.replace('|', chr(92) + '|')} |")
     lines.append("")
     fid = summary.get("fid")
     if isinstance(fid, dict):
-        lines += [f"FID feature extractor: `{fid.get('extractor')}` ({fid.get('n_real')} real, "
-                  f"{fid.get('n_fake')} {fid.get('fake_set', 'counterfactual')} images). Domain-feature "
-                  "FIDs are not comparable to published Inception FIDs.", ""]
+        lines += [f"FID feature extractor: `{fid.get('extractor')}` ({fid.get('n_real')} real images, "
+                  f"{fid.get('n_fake')} images from the {fid.get('fake_set', 'counterfactuals')}). "
+                  "Domain-feature FIDs are not comparable to published Inception FIDs.", ""]
     fop = summary.get("fop")
     if isinstance(fop, dict):
         lines += [f"FOP pairs: {fop.get('n_preserved')}/{fop.get('n_pairs')} (objects: "
