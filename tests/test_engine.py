@@ -173,6 +173,23 @@ def test_trainer_rejects_unsavable_export_and_unknown_export(tmp_path):
 # ----------------------------------------------------------------------------- a full run
 
 
+def test_stats_average_each_key_over_the_steps_that_returned_it(tmp_path):
+    """A loss returned only on even steps (lazy regularisers) is averaged over those steps."""
+
+    def step_fn(tr, batch):
+        out = {"loss": float(tr.step)}
+        if tr.step % 2 == 0:
+            out["reg"] = float(tr.step)
+        return out
+
+    run = tmp_path / "run"
+    make_trainer(run, steps=6, batch_size=4, n=12, step_fn=step_fn, log_every=6,
+                 checkpoint_every=0).fit()
+    line = [json.loads(x) for x in (run / "stats.jsonl").read_text().splitlines()][-1]
+    assert line["loss"] == pytest.approx((0 + 1 + 2 + 3 + 4 + 5) / 6)
+    assert line["reg"] == pytest.approx((0 + 2 + 4) / 3)
+
+
 def test_fit_writes_run_layout_stats_hooks_and_ema(tmp_path):
     """step_fn sets w := step+1 and reports loss := step, so every logged number is known."""
     seen = []

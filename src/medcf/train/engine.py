@@ -195,7 +195,8 @@ class Trainer:
         self.ema: EMA | None = None
         self._prepared = False
         self._elapsed_before = 0.0
-        self._acc: dict[str, float] = {}
+        self._acc: dict[str, float] = {}  # per-key sums over the log interval
+        self._acc_n: dict[str, int] = {}  # per-key number of steps that returned the key
         self._acc_steps = 0
         self._tb = None
 
@@ -380,7 +381,7 @@ class Trainer:
             "rng": rngs,
             "scaler": self.accelerator.scaler.state_dict() if self.accelerator.scaler else None,
             "extra": self.extra_state.state_dict() if self.extra_state is not None else None,
-            "log": {"sums": dict(self._acc), "steps": self._acc_steps},
+            "log": {"sums": dict(self._acc), "counts": dict(self._acc_n), "steps": self._acc_steps},
             "elapsed": self._elapsed(),
         }
 
@@ -407,6 +408,7 @@ class Trainer:
             raise CheckpointError(f"{where}: sampler position does not match step {self.step}")
         log = state.get("log") or {}
         self._acc, self._acc_steps = dict(log.get("sums", {})), int(log.get("steps", 0))
+        self._acc_n = {k: int(log.get("counts", {}).get(k, self._acc_steps)) for k in self._acc}
         self._elapsed_before = float(state.get("elapsed", 0.0))
         logger.info("%s: resuming at step %d", self.run_dir, self.step)
 
@@ -458,12 +460,13 @@ class Trainer:
     def _accumulate(self, losses: Mapping[str, Any] | None) -> None:
         for k, v in (losses or {}).items():
             self._acc[k] = self._acc.get(k, 0.0) + float(v)
+            self._acc_n[k] = self._acc_n.get(k, 0) + 1
         self._acc_steps += 1
 
     def _interval_stats(self) -> dict[str, Any]:
         now = time.perf_counter()
         keys = sorted(self._acc)
-        means = [self._acc[k] / max(self._acc_steps, 1) for k in keys]
+        means = [self._acc[k] / max(self._acc_n.get(k, 0), 1) for k in keys]  # over steps that logged k
         if self.world_size > 1 and keys:  # average over ranks (same keys on every rank)
             t = self.accelerator.reduce(torch.tensor(means, device=self.device), "mean")
             means = t.tolist()
@@ -476,7 +479,7 @@ class Trainer:
             record["lr"] = float(next(iter(lrs.values())))
         else:
             record.update({f"lr_{k}": float(v) for k, v in lrs.items()})
-        self._acc, self._acc_steps = {}, 0
+        self._acc, self._acc_n, self._acc_steps = {}, {}, 0
         self._t_interval, self._interval_start_step = now, self.step
         return record
 
