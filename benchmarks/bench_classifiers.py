@@ -74,7 +74,7 @@ def main() -> None:
         met = value >= goal if op == ">=" else value <= goal
         info["roles"][role] = {"test": res.test, "wall_s": round(res.wall_s, 1),
                                "target": f"{key} {op} {goal}", "met": bool(met),
-                               "run_info": json.loads((run / "run.json").read_text())
+                               "run_info": json.loads((run / "run.json").read_text()).get("run_info")
                                if (run / "run.json").is_file() else None}
         print(f"{role:>14}: {key} = {value:.4f} (target {op} {goal}: {'met' if met else 'MISSED'}), "
               f"wall {res.wall_s:.0f} s", flush=True)

@@ -172,6 +172,7 @@ def test_save_load_round_trip_each_kind(kind, tmp_path):
         assert torch.equal(loaded.features(x), model.features(x))
     header = json.loads((path / "config.json").read_text())
     assert header["kind"] == kind and header["meta"]["note"] == "x"
+    assert header["meta"]["channels"] == 1 and header["meta"]["head"] == model.head
 
 
 def test_wrong_kind_loading_is_one_line_error(tmp_path):

@@ -137,6 +137,9 @@ class ResNetClassifier(SavableModule, Classifier):
             generator = torch.Generator().manual_seed(seed)
         self.reset_parameters(generator)
 
+    def checkpoint_meta(self) -> dict[str, Any]:
+        return {"channels": self.in_channels, "head": self.head}
+
     @torch.no_grad()
     def reset_parameters(self, generator: torch.Generator) -> None:
         """Kaiming-normal convs, zero-initialised last BN of every block, small linear head."""
