@@ -405,7 +405,10 @@ def test_augment_shifts_without_flipping():
 
 
 def test_lr_schedule_closed_form():
-    from medcf.train.classifiers import lr_at
+    from medcf.train.schedules import warmup_cosine
+
+    def lr_at(step, total, base, warmup):  # the classifier recipe's schedule
+        return warmup_cosine(step, total, base, warmup, floor=0.02)
 
     assert lr_at(0, 100, 1.0, 10) == pytest.approx(0.1)  # warm-up: (step+1)/warmup
     assert lr_at(9, 100, 1.0, 10) == pytest.approx(1.0)

@@ -38,7 +38,6 @@ Example:
 
 from __future__ import annotations
 
-import contextlib
 import dataclasses
 import json
 import logging
@@ -55,6 +54,7 @@ import torch
 from torch import Tensor, nn
 from tqdm.auto import tqdm
 
+from medcf.counterfactual._common import eval_mode, logit
 from medcf.encoders.generator_io import generator_fingerprint, latent_shape, map_z
 from medcf.errors import CheckpointError, MedcfError, NotFittedError, ShapeError
 from medcf.io import atomic_write_dir, first_line
@@ -126,23 +126,6 @@ class ProbeFit:
         return {"format": PROBE_FORMAT, "version": 1, "classes": self.classes, "accuracy": self.accuracy,
                 "train_accuracy": self.train_accuracy, "C": self.C, "n_samples": self.n_samples,
                 "truncation_psi": self.truncation_psi, "generator_fingerprint": self.generator_fingerprint}
-
-
-@contextlib.contextmanager
-def _eval_mode(*modules):
-    mods = [m for m in modules if isinstance(m, nn.Module)]
-    flags = [m.training for m in mods]
-    try:
-        for m in mods:
-            m.eval()
-        yield
-    finally:
-        for m, flag in zip(mods, flags, strict=True):
-            m.train(flag)
-
-
-def _logit(p: float) -> float:
-    return math.log(p / (1.0 - p))
 
 
 def _device(module) -> torch.device:
@@ -227,7 +210,7 @@ class LatentProbe:
         G = self.generator
         device = _device(G)
         ws, ys, k = [], [], 2
-        with _eval_mode(G, self.classifier), torch.no_grad():
+        with eval_mode(G, self.classifier), torch.no_grad():
             for i in tqdm(range(0, n_samples, batch_size), desc="probe samples", disable=not progress,
                           leave=False):
                 b = min(batch_size, n_samples - i)
@@ -356,7 +339,7 @@ class LatentProbe:
         """(W+ latents [B, num_ws, w_dim], how) of images ``x``: encoder, then projector refinement."""
         w, how = None, []
         if self.encoder is not None:
-            with _eval_mode(self.encoder), torch.no_grad():
+            with eval_mode(self.encoder), torch.no_grad():
                 w = self.encoder.encode(x)
             how.append("encoder")
         if self.projector is not None:
@@ -392,7 +375,7 @@ class LatentProbe:
         self._fitted()
         start = time.perf_counter()
         w0 = self._as_wplus(w.detach())
-        with _eval_mode(self.generator), torch.no_grad():
+        with eval_mode(self.generator), torch.no_grad():
             x = self.generator.decode(w0)
         return self._explain(x, w0, target, inversion="latents", start=start)
 
@@ -411,7 +394,7 @@ class LatentProbe:
     def _explain(self, x: Tensor, w0: Tensor, target: Target | None, *, inversion: str,
                  start: float) -> Counterfactual:
         cfg, probe = self.config, self._fitted()
-        with _eval_mode(self.generator, self.classifier), torch.no_grad():
+        with eval_mode(self.generator, self.classifier), torch.no_grad():
             t = self._targets(x, target)
             dirs = probe.directions.to(w0.device)[t.cpu()]  # [B, w_dim]
             if not torch.isfinite(dirs).all():
@@ -464,8 +447,8 @@ class LatentProbe:
     def _walk(self, w0: Tensor, delta: Tensor, t: Tensor) -> dict:
         cfg = self.config
         b, dev = w0.shape[0], w0.device
-        thr = _logit(cfg.threshold)
-        stop_at = _logit(cfg.stop_probability) if cfg.stop_probability is not None else thr
+        thr = logit(cfg.threshold)
+        stop_at = logit(cfg.stop_probability) if cfg.stop_probability is not None else thr
         zero = torch.zeros(b, device=dev)
         rec, s_rec = self._frames(w0, delta, zero, t)
 

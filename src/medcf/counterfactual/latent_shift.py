@@ -36,16 +36,15 @@ Example:
 
 from __future__ import annotations
 
-import contextlib
 import dataclasses
 import logging
-import math
 import time
 from dataclasses import dataclass
 
 import torch
 from torch import Tensor, nn
 
+from medcf.counterfactual._common import eval_mode, logit
 from medcf.errors import ShapeError
 from medcf.types import Counterfactual, Target, check_images, resolve_target
 
@@ -86,24 +85,6 @@ class LatentShiftConfig:
                              f"{self.patience}, {self.refine_steps}")
         if self.max_change is not None and self.max_change <= 0:
             raise ValueError(f"{where}.max_change: must be positive or None, got {self.max_change}")
-
-
-def _logit(p: float) -> float:
-    return math.log(p / (1.0 - p))
-
-
-@contextlib.contextmanager
-def _eval_mode(*modules):
-    """Put modules in eval mode for the call and restore their flags afterwards."""
-    mods = [m for m in modules if isinstance(m, nn.Module)]
-    flags = [m.training for m in mods]
-    try:
-        for m in mods:
-            m.eval()
-        yield
-    finally:
-        for m, flag in zip(mods, flags, strict=True):
-            m.train(flag)
 
 
 class LatentShift:
@@ -219,7 +200,7 @@ class LatentShift:
         start = time.perf_counter()
         self._check_inputs(x)
         x = x.detach()
-        with _eval_mode(self.autoencoder, self.classifier):
+        with eval_mode(self.autoencoder, self.classifier):
             t, away = self._targets(x, target)
             out = self._search(x, t)
         b = x.shape[0]
@@ -256,8 +237,8 @@ class LatentShift:
     def _search(self, x: Tensor, t: Tensor) -> dict:
         cfg = self.config
         b = x.shape[0]
-        thr = _logit(cfg.threshold)
-        stop_at = max(thr, _logit(cfg.stop_probability)) if cfg.stop_probability is not None else thr
+        thr = logit(cfg.threshold)
+        stop_at = max(thr, logit(cfg.stop_probability)) if cfg.stop_probability is not None else thr
         lo_range, hi_range = getattr(getattr(self.autoencoder, "config", None), "value_range", (-1.0, 1.0))
         width = float(hi_range - lo_range)
 

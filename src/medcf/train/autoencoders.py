@@ -16,7 +16,6 @@ Example:
 from __future__ import annotations
 
 import logging
-import math
 import os
 import time
 from dataclasses import dataclass, field
@@ -34,6 +33,7 @@ from medcf.generators.autoencoder import (
     load_autoencoder,
 )
 from medcf.io import read_header
+from medcf.train.schedules import warmup_cosine
 
 log = logging.getLogger(__name__)
 
@@ -46,14 +46,6 @@ class TrainedAutoencoder:
     kind: str
     val: dict[str, Any] = field(default_factory=dict)
     wall_s: float = 0.0
-
-
-def lr_at(step: int, total: int, base: float, warmup: int) -> float:
-    """Linear warm-up over ``warmup`` steps, then cosine decay to 5% of ``base``."""
-    if step < warmup:
-        return base * (step + 1) / warmup
-    t = min(1.0, (step - warmup) / max(1, total - warmup))
-    return base * (0.05 + 0.95 * 0.5 * (1.0 + math.cos(math.pi * t)))
 
 
 @torch.no_grad()
@@ -175,7 +167,7 @@ def train_autoencoder(
     def step_fn(tr, batch):
         net, optimizer = tr.models["model"], tr.optimizers["model"]
         for group in optimizer.param_groups:
-            group["lr"] = lr_at(tr.step, steps, lr, warmup)
+            group["lr"] = warmup_cosine(tr.step, steps, lr, warmup, floor=0.05)
         x = batch["image"]
         out = net(x, generator=tr.generator)
         l1 = (out.reconstruction - x).abs().mean()

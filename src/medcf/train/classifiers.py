@@ -22,7 +22,6 @@ Example:
 from __future__ import annotations
 
 import logging
-import math
 import os
 import time
 from collections.abc import Sequence
@@ -39,6 +38,7 @@ from torch.utils.data import DataLoader, Dataset, Subset
 from medcf.classifiers.resnet import CLASSIFIERS, ResNetClassifier, ResNetConfig, load_classifier
 from medcf.errors import DataError, MedcfError
 from medcf.io import read_header
+from medcf.train.schedules import warmup_cosine
 
 log = logging.getLogger(__name__)
 
@@ -185,14 +185,6 @@ def augment(x: Tensor, generator: torch.Generator, *, max_shift: int, noise: flo
     return x.clamp(-1.0, 1.0)
 
 
-def lr_at(step: int, total: int, base: float, warmup: int) -> float:
-    """Linear warm-up over ``warmup`` steps, then cosine decay to 2% of ``base``."""
-    if step < warmup:
-        return base * (step + 1) / warmup
-    t = (step - warmup) / max(1, total - warmup)
-    return base * (0.02 + 0.98 * 0.5 * (1.0 + math.cos(math.pi * min(1.0, t))))
-
-
 # ----------------------------------------------------------------------------- evaluation
 
 
@@ -330,7 +322,7 @@ def train_classifier(
     def step_fn(tr, batch):
         net, optimizer = tr.models["model"], tr.optimizers["model"]
         for group in optimizer.param_groups:
-            group["lr"] = lr_at(tr.step, steps, lr, warmup)
+            group["lr"] = warmup_cosine(tr.step, steps, lr, warmup, floor=0.02)
         x = augment(batch["image"], tr.generator, max_shift=shift, noise=noise)
         loss = _loss(net(x), _targets(batch, role, x.device), role)
         optimizer.zero_grad(set_to_none=True)

@@ -21,7 +21,6 @@ from __future__ import annotations
 
 import copy
 import logging
-import math
 import os
 import time
 from dataclasses import dataclass, field
@@ -36,6 +35,7 @@ from medcf.encoders.generator_io import load_stylegan2_generator, map_z
 from medcf.encoders.stylegan_encoder import StyleGANEncoder
 from medcf.errors import MedcfError
 from medcf.io import read_header
+from medcf.train.schedules import warmup_cosine
 
 log = logging.getLogger(__name__)
 
@@ -57,13 +57,6 @@ class TrainedEncoder:
     model_dir: Path
     val: dict[str, Any] = field(default_factory=dict)
     wall_s: float = 0.0
-
-
-def _lr_at(step: int, total: int, base: float, warmup: int) -> float:
-    if step < warmup:
-        return base * (step + 1) / warmup
-    t = min(1.0, (step - warmup) / max(1, total - warmup))
-    return base * (0.05 + 0.95 * 0.5 * (1.0 + math.cos(math.pi * t)))
 
 
 @torch.no_grad()
@@ -153,7 +146,7 @@ def train_encoder(
         net, optimizer = tr.models["model"], tr.optimizers["model"]
         G.to(tr.device)
         for group in optimizer.param_groups:
-            group["lr"] = _lr_at(tr.step, steps, lr, warmup)
+            group["lr"] = warmup_cosine(tr.step, steps, lr, warmup, floor=0.05)
         b = batch["index"].shape[0]
         with torch.no_grad():
             z = torch.randn(b, G.z_dim, generator=tr.generator, device=tr.generator.device).to(tr.device)
