@@ -81,6 +81,9 @@ def main() -> None:
     ap.add_argument("--batch-size", type=int, default=16)
     ap.add_argument("--latency-n", type=int, default=40, help="images timed one at a time")
     ap.add_argument("--variants", default="single,iterative", help="single, iterative or both")
+    ap.add_argument("--threshold", type=float, default=None,
+                    help="LatentShiftConfig.threshold: where the counterfactual is taken on the path "
+                         "(default 0.5); the metrics judge validity at the same threshold")
     ap.add_argument("--out", default=None, help="write results JSON here (default DEMO/bench_latent_shift.json)")
     args = ap.parse_args()
 
@@ -94,7 +97,9 @@ def main() -> None:
     print(f"machine: {info} (shared machine: other jobs were running; wall times are upper bounds)")
     results = {"machine": info, "demo": str(demo), "generator": str(gen), "limit": args.limit, "variants": {}}
     for variant in args.variants.split(","):
-        explainer = build_latent_shift(demo / "classifier", gen, iterative=(variant == "iterative"))
+        explainer = build_latent_shift(demo / "classifier", gen, iterative=(variant == "iterative"),
+                                       threshold=args.threshold,
+                                       stop_probability=max(0.9, args.threshold or 0.0))
         t0 = time.perf_counter()
         summary, rows, _ = evaluate_explainer(explainer, test, limit=args.limit,
                                               batch_size=args.batch_size, fid="domain",
