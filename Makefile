@@ -30,8 +30,10 @@ $(LPIPS_WEIGHTS): | $(VENV)/.installed
 demo: install
 	$(PY) -m medcf.demo --out $(DEMO_DIR) --overwrite
 
+# Tests run single-threaded: tiny models gain nothing from threads, and several test
+# processes (torchrun, the CLI, the notebook kernel) share the cores.
 test: install
-	$(PY) -m pytest -q --nbmake tests notebooks
+	OMP_NUM_THREADS=1 $(PY) -m pytest -q --nbmake tests notebooks
 
 bench-latent-shift: install
 	$(PY) benchmarks/bench_latent_shift.py --demo $(DEMO_DIR) --limit 400
