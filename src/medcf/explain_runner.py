@@ -28,6 +28,7 @@ import math
 import os
 from collections.abc import Callable, Iterator
 from pathlib import Path
+from types import SimpleNamespace
 from typing import Any
 
 import torch
@@ -58,10 +59,21 @@ def load_explained_classifier(path: str | os.PathLike, *, device: str | torch.de
     return load_classifier(header["path"], device=device)
 
 
+def _generator_shape(generator: Any) -> tuple[int | None, int | None]:
+    """(channels, resolution) of a generator's images: ``config.channels``/``resolution``
+    (autoencoders, encoders) or ``img_channels``/``img_resolution`` (StyleGAN2); None when unknown."""
+    cfg = getattr(generator, "config", None)
+    for ch, res in (("channels", "resolution"), ("img_channels", "img_resolution")):
+        for owner in (cfg, generator):
+            c, r = getattr(owner, ch, None), getattr(owner, res, None)
+            if isinstance(c, int) and isinstance(r, int):
+                return c, r
+    return None, None
+
+
 def _check_pair(classifier: nn.Module, generator: Any, classifier_dir, generator_dir) -> None:
     """The classifier must read the images the generator makes (channels, resolution)."""
-    gcfg = getattr(generator, "config", None)
-    g_ch, g_res = getattr(gcfg, "channels", None), getattr(gcfg, "resolution", None)
+    g_ch, g_res = _generator_shape(generator)
     c_ch, c_res = getattr(classifier, "in_channels", None), getattr(classifier, "resolution", None)
     if None not in (g_ch, c_ch) and g_ch != c_ch:
         raise ShapeError(f"{generator_dir}: generator makes {g_ch}-channel images but the classifier "
@@ -105,16 +117,61 @@ def build_latent_probe_method(classifier_dir: str | os.PathLike, generator_dir: 
                               encoder: str | os.PathLike | None = None,
                               probe_dir: str | os.PathLike | None = None,
                               fit_samples: int | None = None, seed: int = 0,
+                              step_size: float | None = None, max_steps: int | None = None,
+                              threshold: float | None = None, project_steps: int | None = None,
                               device: str | torch.device = "cpu", progress: bool = True) -> Explainer:
     """A fitted latent-probe explainer (StyleGAN2 generator, optional encoder; see
     ``medcf.counterfactual.latent_probe.build_latent_probe``); the probe is loaded from
-    ``probe_dir`` when it holds one, else fitted (and saved there)."""
-    from medcf.counterfactual.latent_probe import build_latent_probe
+    ``probe_dir`` when it holds one, else fitted (and saved there).
+
+    ``step_size`` (λ per frame, in σ units) and ``max_steps`` (frames searched, so
+    ``max_lambda = max_steps * step_size``) set the walk; None keeps ``LatentProbeConfig``'s.
+    ``project_steps``: projector refinement (default 0 with an encoder, 300 without).
+
+    Example:
+        >>> lp = build_latent_probe_method("runs/classifier", "runs/stylegan2", encoder="runs/encoder",
+        ...                                probe_dir="runs/probe", fit_samples=5000)   # doctest: +SKIP
+    """
+    import dataclasses
+
+    from medcf.counterfactual.latent_probe import LatentProbeConfig, build_latent_probe
+    from medcf.encoders.generator_io import GENERATOR_KIND
 
     classifier = load_explained_classifier(classifier_dir, device=device)
+    header = read_header(generator_dir)
+    if header["kind"] != GENERATOR_KIND:
+        raise CheckpointError(f"{header['path']}: is a '{header['kind']}' checkpoint; latent-probe needs a "
+                              f"'{GENERATOR_KIND}' generator (medcf train stylegan2)")
+    if encoder is not None:
+        enc_header = read_header(encoder)
+        if enc_header["kind"] != "stylegan2-encoder":
+            raise CheckpointError(f"{enc_header['path']}: is a '{enc_header['kind']}' checkpoint; --encoder "
+                                  "needs a 'stylegan2-encoder' (medcf train encoder)")
+    gcfg = header.get("config") or {}
+    _check_pair(classifier, SimpleNamespace(channels=gcfg.get("img_channels"), resolution=gcfg.get("img_resolution")),
+                classifier_dir, generator_dir)
+    config = None
+    if step_size is not None or max_steps is not None or threshold is not None:
+        base = LatentProbeConfig()
+        step = step_size if step_size is not None else base.step_size
+        fields = {"step_size": step}
+        if max_steps is not None:
+            if max_steps < 1:
+                raise MedcfError(f"--max-steps: must be >= 1, got {max_steps}")
+            fields["max_lambda"] = max_steps * step
+        if threshold is not None:
+            fields["threshold"] = threshold
+            if base.stop_probability is not None and base.stop_probability < threshold:
+                fields["stop_probability"] = threshold
+        try:
+            config = dataclasses.replace(base, **fields)
+        except ValueError as e:
+            raise MedcfError(f"latent-probe: {e}") from None
+    if project_steps is not None and project_steps < 0:
+        raise MedcfError(f"--project-steps: must be >= 0, got {project_steps}")
     kwargs = {"fit_samples": fit_samples} if fit_samples is not None else {}
-    return build_latent_probe(generator_dir, classifier, encoder, probe_dir, seed=seed, device=device,
-                              progress=progress, **kwargs)
+    return build_latent_probe(header["path"], classifier, encoder, probe_dir, seed=seed, device=device,
+                              config=config, project_steps=project_steps, progress=progress, **kwargs)
 
 
 # Explicit name -> builder(classifier_dir, generator_dir, **opts) dict used by the CLI.
@@ -127,7 +184,8 @@ METHODS: dict[str, Callable[..., Explainer]] = {
 METHOD_OPTIONS: dict[str, tuple[str, ...]] = {
     "latent-shift": ("iterative", "direction", "step_size", "max_steps", "max_change", "threshold",
                      "stop_probability", "patience", "reference", "device"),
-    "latent-probe": ("encoder", "probe_dir", "fit_samples", "seed", "device", "progress"),
+    "latent-probe": ("encoder", "probe_dir", "fit_samples", "seed", "step_size", "max_steps", "threshold",
+                     "project_steps", "device", "progress"),
 }
 
 
@@ -142,7 +200,8 @@ def build_explainer(method: str, classifier_dir, generator_dir, **opts) -> Expla
         raise MedcfError(f"--away-from: not supported by --method {method}")
     accepted = METHOD_OPTIONS.get(method)
     if accepted is not None:
-        ignored = sorted(k for k, v in opts.items() if k not in accepted and v not in (None, False))
+        ignored = sorted(k for k, v in opts.items()
+                         if k not in accepted and k != "progress" and v not in (None, False))
         if ignored:
             log.warning("%s ignores option(s) %s", method, ignored)
         opts = {k: v for k, v in opts.items() if k in accepted and v is not None}
@@ -155,9 +214,9 @@ def build_explainer(method: str, classifier_dir, generator_dir, **opts) -> Expla
 def explainer_input_shape(explainer: Any) -> tuple[int | None, int | None]:
     """(channels, resolution) the explainer's generator works at (None when unknown)."""
     for owner in ("autoencoder", "generator", "encoder"):
-        cfg = getattr(getattr(explainer, owner, None), "config", None)
-        if cfg is not None and hasattr(cfg, "channels") and hasattr(cfg, "resolution"):
-            return int(cfg.channels), int(cfg.resolution)
+        ch, res = _generator_shape(getattr(explainer, owner, None))
+        if ch is not None:
+            return ch, res
     clf = getattr(explainer, "classifier", None)
     return getattr(clf, "in_channels", None), getattr(clf, "resolution", None)
 
@@ -369,6 +428,9 @@ def query_record(cf: Counterfactual, i: int, *, name: str, source: str | None = 
         probs = cf.path_probs[:, i]
         probs = probs[: int(n)] if n is not None else probs
         rec["path_probs"] = [round(float(p), 6) for p in probs]
+    for key in ("inversion", "inversion_l1", "latent_distance", "probe_accuracy"):  # latent-probe facts
+        if key in info:
+            rec[key] = _pick(info, key, i)
     seconds = info.get("seconds")
     if isinstance(seconds, (int, float)):
         rec["seconds"] = float(seconds) / len(cf)  # batch total split evenly

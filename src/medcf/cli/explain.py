@@ -13,10 +13,11 @@ from medcf.errors import MedcfError
 
 def _method_opts(iterative: bool, step_size: float | None, max_steps: int | None,
                  max_change: float | None, direction: str | None, encoder=None, probe_dir=None,
-                 fit_samples: int | None = None) -> dict:
+                 fit_samples: int | None = None, progress: bool = True,
+                 project_steps: int | None = None) -> dict:
     opts = {"iterative": iterative, "step_size": step_size, "max_steps": max_steps,
             "max_change": max_change, "encoder": encoder, "probe_dir": probe_dir,
-            "fit_samples": fit_samples}
+            "fit_samples": fit_samples, "progress": progress, "project_steps": project_steps}
     if direction is not None:
         opts["direction"] = direction
     return opts
@@ -51,7 +52,8 @@ def register(app: typer.Typer) -> None:
     @app.command("explain")
     def explain_command(
         classifier: Path = typer.Option(..., "--classifier", help="Classifier run or model directory."),
-        generator: Path = typer.Option(..., "--generator", help="Generator run (ae/vae for latent-shift)."),
+        generator: Path = typer.Option(..., "--generator", help="Generator run: ae/vae (latent-shift) "
+                                     "or stylegan2-generator (latent-probe)."),
         images: Path = typer.Option(..., "--images", help="An image file, a folder of images, or any "
                                     "dataset path medcf reads (resized to the generator's size)."),
         out: Path = typer.Option(..., "--out", help="Output folder (must be empty unless --overwrite)."),
@@ -72,6 +74,8 @@ def register(app: typer.Typer) -> None:
         probe_dir: Path = typer.Option(None, "--probe-dir", help="latent-probe: load the fitted probe "
                                        "from here, or fit it and save it here."),
         fit_samples: int = typer.Option(None, "--fit-samples", help="latent-probe: generated samples to fit on."),
+        project_steps: int = typer.Option(None, "--project-steps", help="latent-probe: projector refinement "
+                                          "steps after the encoder (default 0; 300 without --encoder)."),
         convert_channels: bool = typer.Option(False, "--convert-channels",
                                               help="Convert RGB<->grey to the generator's channels."),
         fps: float = typer.Option(8.0, "--fps", help="GIF frames per second."),
@@ -82,6 +86,10 @@ def register(app: typer.Typer) -> None:
 
         Example: medcf explain --classifier runs/demo/classifier --generator runs/demo/vae
         --images xray.png --out runs/explain
+
+        Latent probe: medcf explain --method latent-probe --classifier runs/demo/classifier
+        --generator runs/stylegan2 --encoder runs/encoder --probe-dir runs/probe --images xray.png
+        --out runs/explain-probe
         """
         from medcf.explain_runner import (
             check_out_dir,
@@ -95,7 +103,7 @@ def register(app: typer.Typer) -> None:
         want, direction = _target_and_direction(target, away_from)
         check_out_dir(out, overwrite)
         opts = _method_opts(iterative, step_size, max_steps, _parse_max_change(max_change), direction,
-                            encoder, probe_dir, fit_samples)
+                            encoder, probe_dir, fit_samples, progress, project_steps)
         explainer = _build(method, classifier, generator, opts)
         ds = open_images(images, explainer, split=split, convert_channels=convert_channels)
         names = getattr(explainer.classifier, "class_names", None)
@@ -121,7 +129,8 @@ def register(app: typer.Typer) -> None:
     @app.command("evaluate")
     def evaluate_command(
         classifier: Path = typer.Option(..., "--classifier", help="Classifier run or model directory."),
-        generator: Path = typer.Option(..., "--generator", help="Generator run (ae/vae for latent-shift)."),
+        generator: Path = typer.Option(..., "--generator", help="Generator run: ae/vae (latent-shift) "
+                                     "or stylegan2-generator (latent-probe)."),
         data: Path = typer.Option(..., "--data", help="Labelled dataset (a medcf synthetic folder gives "
                                   "FOP, CTR and localization ground truth)."),
         out: Path = typer.Option(..., "--out", help="Output folder (must be empty unless --overwrite)."),
@@ -143,6 +152,8 @@ def register(app: typer.Typer) -> None:
         probe_dir: Path = typer.Option(None, "--probe-dir", help="latent-probe: load the fitted probe "
                                        "from here, or fit it and save it here."),
         fit_samples: int = typer.Option(None, "--fit-samples", help="latent-probe: generated samples to fit on."),
+        project_steps: int = typer.Option(None, "--project-steps", help="latent-probe: projector refinement "
+                                          "steps after the encoder (default 0; 300 without --encoder)."),
         fid: str = typer.Option("domain", "--fid", help="FID features: domain (the oracle's), "
                                 "inception (needs local weights) or none."),
         inception_weights: Path = typer.Option(None, "--inception-weights", help="pytorch-fid weights file."),
@@ -156,6 +167,9 @@ def register(app: typer.Typer) -> None:
         Example: medcf evaluate --classifier runs/demo/classifier --generator runs/demo/vae
         --data runs/demo/data --oracle runs/demo/oracle --fo-detector runs/demo/fo-detector
         --ctr-regressor runs/demo/ctr-regressor --limit 200 --out runs/eval
+
+        Latent probe: add --method latent-probe --generator runs/stylegan2 --encoder runs/encoder
+        --probe-dir runs/probe
         """
         from medcf.classifiers import load_classifier
         from medcf.data import open_dataset
@@ -166,7 +180,7 @@ def register(app: typer.Typer) -> None:
             raise MedcfError(f"--fid: expected domain, inception or none, got {fid!r}")
         check_out_dir(out, overwrite)
         opts = _method_opts(iterative, step_size, max_steps, _parse_max_change(max_change), None,
-                            encoder, probe_dir, fit_samples)
+                            encoder, probe_dir, fit_samples, progress, project_steps)
         explainer = _build(method, classifier, generator, opts)
         models = {name: load_classifier(path, kind=kind) if path is not None else None
                   for name, path, kind in (("oracle", oracle, "oracle"),
@@ -199,7 +213,8 @@ def register(app: typer.Typer) -> None:
             "fo_detector": str(fo_detector) if fo_detector else None,
             "ctr_regressor": str(ctr_regressor) if ctr_regressor else None,
             "encoder": str(encoder) if encoder else None, "probe_dir": str(probe_dir) if probe_dir else None,
-            "fit_samples": fit_samples, "fid": fid, "inception_weights": str(inception_weights) if inception_weights else None,
+            "fit_samples": fit_samples, "project_steps": project_steps, "fid": fid,
+            "inception_weights": str(inception_weights) if inception_weights else None,
             "lpips": lpips_note, "explainer_settings": _config_dict(explainer),
         }
         paths = write_evaluation(out, summary, rows, shown, settings)
