@@ -35,6 +35,7 @@ import torch
 
 from medcf.classifiers import load_classifier
 from medcf.data import open_dataset
+from medcf.demo import JudgedAt
 from medcf.explain_runner import build_latent_shift, evaluate_explainer, opposite_targets
 
 TARGETS = (  # (label, summary key, comparison, bar)
@@ -84,6 +85,9 @@ def main() -> None:
     ap.add_argument("--threshold", type=float, default=None,
                     help="LatentShiftConfig.threshold: where the counterfactual is taken on the path "
                          "(default 0.5); the metrics judge validity at the same threshold")
+    ap.add_argument("--take-at", type=float, default=None,
+                    help="take the counterfactual at this probability (LatentShiftConfig.threshold) but "
+                         "judge validity at 0.5, as the demo does (medcf.demo.JudgedAt)")
     ap.add_argument("--out", default=None, help="write results JSON here (default DEMO/bench_latent_shift.json)")
     args = ap.parse_args()
 
@@ -95,11 +99,14 @@ def main() -> None:
               "ctr_regressor": load_classifier(demo / "ctr-regressor", kind="ctr-regressor")}
     info = machine()
     print(f"machine: {info} (shared machine: other jobs were running; wall times are upper bounds)")
-    results = {"machine": info, "demo": str(demo), "generator": str(gen), "limit": args.limit, "variants": {}}
+    results = {"machine": info, "demo": str(demo), "generator": str(gen), "limit": args.limit,
+               "threshold": args.threshold, "take_at": args.take_at, "variants": {}}
     for variant in args.variants.split(","):
+        taken = args.take_at or args.threshold
         explainer = build_latent_shift(demo / "classifier", gen, iterative=(variant == "iterative"),
-                                       threshold=args.threshold,
-                                       stop_probability=max(0.9, args.threshold or 0.0))
+                                       threshold=taken, stop_probability=max(0.9, taken or 0.0))
+        if args.take_at is not None:
+            explainer = JudgedAt(explainer, decision=args.threshold or 0.5)
         t0 = time.perf_counter()
         summary, rows, _ = evaluate_explainer(explainer, test, limit=args.limit,
                                               batch_size=args.batch_size, fid="domain",
