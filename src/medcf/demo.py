@@ -46,15 +46,15 @@ class DemoPlan:
     generator_kind: str = "vae"                    # "vae" | "ae"
     # (widths, steps, batch size): two halvings -> an 8x16x16 latent, which keeps pacemaker
     # leads, electrodes and the marker (an 8x8 latent blurs them away: FOP 0)
-    generator: tuple = ((16, 32), 600, 32)
+    generator: tuple = ((16, 32), 1500, 32)
     n_explain: int = 16                            # images written as GIFs
     n_evaluate: int = 128                          # test images scored in the report
     iterative: bool = True                         # Latent Shift: iterative (flips more) or single gradient
     # where the counterfactual is taken on the path: the classifier is so confident that p = 0.5
-    # sits on a tiny change the oracle does not follow; p >= 0.9999 (log-odds 9.2) is a visible
+    # sits on a tiny change the oracle does not follow; p >= 0.99999 (log-odds 11.5) is a visible
     # change of the heart (docs/latent-shift-benchmark.md). Validity stays judged at p >= 0.5.
-    take_at: float = 0.9999
-    stop_probability: float = 0.99999              # the GIF's path goes on to here
+    take_at: float = 0.99999
+    stop_probability: float = 0.999999             # the GIF's path goes on to here
     batch_size: int = 16
 
 
