@@ -35,7 +35,6 @@ import torch
 
 from medcf.classifiers import load_classifier
 from medcf.data import open_dataset
-from medcf.demo import JudgedAt
 from medcf.explain_runner import build_latent_shift, evaluate_explainer, opposite_targets
 
 TARGETS = (  # (label, summary key, comparison, bar)
@@ -86,8 +85,8 @@ def main() -> None:
                     help="LatentShiftConfig.threshold: where the counterfactual is taken on the path "
                          "(default 0.5); the metrics judge validity at the same threshold")
     ap.add_argument("--take-at", type=float, default=None,
-                    help="take the counterfactual at this probability (LatentShiftConfig.threshold) but "
-                         "judge validity at 0.5, as the demo does (medcf.demo.JudgedAt)")
+                    help="take the counterfactual at this probability (LatentShiftConfig.take_at); "
+                         "validity is still judged at the threshold, as in the demo")
     ap.add_argument("--out", default=None, help="write results JSON here (default DEMO/bench_latent_shift.json)")
     args = ap.parse_args()
 
@@ -104,9 +103,8 @@ def main() -> None:
     for variant in args.variants.split(","):
         taken = args.take_at or args.threshold
         explainer = build_latent_shift(demo / "classifier", gen, iterative=(variant == "iterative"),
-                                       threshold=taken, stop_probability=max(0.9, taken or 0.0))
-        if args.take_at is not None:
-            explainer = JudgedAt(explainer, decision=args.threshold or 0.5)
+                                       threshold=args.threshold, take_at=args.take_at,
+                                       stop_probability=max(0.9, taken or 0.0))
         t0 = time.perf_counter()
         summary, rows, _ = evaluate_explainer(explainer, test, limit=args.limit,
                                               batch_size=args.batch_size, fid="domain",

@@ -93,6 +93,21 @@ def test_moves_along_the_weight_vector_and_flips_at_the_closed_form_lambda(toy, 
     np.testing.assert_allclose(cf.prob_original.numpy(), 1 / (1 + np.exp(-s0)), rtol=1e-5)
 
 
+def test_take_at_moves_the_counterfactual_further_but_judges_at_the_threshold(toy):
+    """take_at=0.95: the counterfactual sits at the closed-form λ for p=0.95; flipped uses 0.5."""
+    w, b, x = toy
+    ls = LatentShift(autoencoder=Identity(), classifier=linear_classifier(w, b),
+                     config=config(take_at=0.95))
+    cf = ls.explain(as_images(x), target=1)
+    for i in range(3):
+        lam_star = max(0.0, closed_form_lambda(w, b, x[i], 1, 0.95))
+        assert cf.info["lambda"][i] == pytest.approx(lam_star, abs=0.1 / 2**12 + 1e-5)
+        assert float(cf.prob_counterfactual[i]) == pytest.approx(0.95, abs=1e-3)
+    assert cf.threshold == 0.5 and bool(cf.flipped.all())
+    with pytest.raises(ValueError, match="take_at"):
+        LatentShiftConfig(threshold=0.6, take_at=0.55)
+
+
 def test_path_frames_follow_the_line_with_closed_form_probabilities(toy):
     w, b, x = toy
     ls = LatentShift(autoencoder=Identity(), classifier=linear_classifier(w, b),

@@ -66,28 +66,6 @@ ROLES = (("classifier", "classifier"), ("oracle", "oracle"), ("fo-detector", "fo
          ("ctr-regressor", "ctr_regressor"))
 
 
-class JudgedAt:
-    """Wraps an explainer whose counterfactuals are taken at a higher probability (e.g. Latent
-    Shift with ``threshold=0.9999``) so that they are judged at the decision threshold ``decision``
-    (``Counterfactual.threshold``: validity, oracle validity, ``flipped``).
-
-    Example:
-        >>> ls = JudgedAt(build_latent_shift(clf_dir, vae_dir, threshold=0.9999))  # doctest: +SKIP
-    """
-
-    def __init__(self, inner, decision: float = 0.5):
-        self.inner = inner
-        self.decision = decision
-
-    def explain(self, x, target=None):
-        from dataclasses import replace as _replace
-
-        return _replace(self.inner.explain(x, target), threshold=self.decision)
-
-    def __getattr__(self, name):
-        if name == "inner":
-            raise AttributeError(name)
-        return getattr(self.inner, name)
 
 
 def _peak_rss_mb() -> dict[str, float]:
@@ -183,9 +161,8 @@ def run_demo(out: str | os.PathLike, plan: DemoPlan = DemoPlan(), *, overwrite: 
 
     # 4. GIFs for a few test images
     t0 = time.perf_counter()
-    explainer = JudgedAt(build_latent_shift(out / "classifier", out / kind, iterative=plan.iterative,
-                                            threshold=plan.take_at,
-                                            stop_probability=plan.stop_probability))
+    explainer = build_latent_shift(out / "classifier", out / kind, iterative=plan.iterative,
+                                   take_at=plan.take_at, stop_probability=plan.stop_probability)
     test = open_dataset(out / "data", split="test")
     explained, flipped = 0, 0
     for cf, _batch in explain_dataset(explainer, test, "opposite", plan.batch_size,
@@ -219,7 +196,7 @@ def run_demo(out: str | os.PathLike, plan: DemoPlan = DemoPlan(), *, overwrite: 
                 "target": "opposite", "limit": plan.n_evaluate, "batch_size": plan.batch_size,
                 "oracle": str(out / "oracle"), "fo_detector": str(out / "fo-detector"),
                 "ctr_regressor": str(out / "ctr-regressor"), "fid": "domain", "lpips": lpips_note,
-                "explainer_settings": asdict(explainer.config), "judged_at": explainer.decision,
+                "explainer_settings": asdict(explainer.config), "judged_at": explainer.config.threshold,
                 "demo": True}
     write_evaluation(out / "evaluation", ev_summary, rows, examples, settings)
     stages["evaluate"] = time.perf_counter() - t0

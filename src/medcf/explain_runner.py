@@ -183,7 +183,7 @@ METHODS: dict[str, Callable[..., Explainer]] = {
 # The options each builder accepts (the CLI passes every option; the others are dropped).
 METHOD_OPTIONS: dict[str, tuple[str, ...]] = {
     "latent-shift": ("iterative", "direction", "step_size", "max_steps", "max_change", "threshold",
-                     "stop_probability", "patience", "reference", "device"),
+                     "take_at", "stop_probability", "patience", "reference", "device"),
     "latent-probe": ("encoder", "probe_dir", "fit_samples", "seed", "step_size", "max_steps", "threshold",
                      "project_steps", "device", "progress"),
 }

@@ -18,7 +18,9 @@ is classified:
    log-odds stop rising (``patience``), when the frame differs from ``r`` by more
    than ``max_change`` (mean absolute change as a fraction of the intensity
    range; that frame is dropped) or after ``max_steps``;
-6. the counterfactual is the first point past ``threshold``, located between the
+6. the counterfactual is the first point past ``threshold`` (or past ``take_at``, a
+   higher probability, when a barely-flipped image is too small a change to be
+   convincing; the result is still judged at ``threshold``), located between the
    two frames around the crossing by ``refine_steps`` bisection steps; a query
    that never crosses keeps its best frame and ``info["found"]`` is False.
 
@@ -58,6 +60,8 @@ REFERENCES = ("reconstruction", "input")
 class LatentShiftConfig:
     direction: str = "toward"             # "toward" the target class | "away" from it (binary)
     threshold: float = 0.5                # decision threshold on the target probability
+    take_at: float | None = None          # take the counterfactual at this probability (>= threshold);
+                                          # None: at the threshold. Validity is still judged at threshold
     stop_probability: float | None = 0.9  # extend the path until this (if above threshold); None: stop there
     step_size: float = 0.5                # λ increment per frame, in predicted log-odds units
     max_steps: int = 100                  # frames searched per query (λ_max = step_size * max_steps)
@@ -77,6 +81,8 @@ class LatentShiftConfig:
             raise ValueError(f"{where}.reference: expected one of {REFERENCES}, got {self.reference!r}")
         if not 0.0 < self.threshold < 1.0:
             raise ValueError(f"{where}.threshold: must lie in (0, 1), got {self.threshold}")
+        if self.take_at is not None and not self.threshold <= self.take_at < 1.0:
+            raise ValueError(f"{where}.take_at: must lie in [threshold, 1) or be None, got {self.take_at}")
         if self.stop_probability is not None and not 0.0 < self.stop_probability < 1.0:
             raise ValueError(f"{where}.stop_probability: must lie in (0, 1) or be None, got {self.stop_probability}")
         if self.step_size <= 0 or self.max_steps < 1 or self.patience < 1 or self.refine_steps < 0:
@@ -237,7 +243,7 @@ class LatentShift:
     def _search(self, x: Tensor, t: Tensor) -> dict:
         cfg = self.config
         b = x.shape[0]
-        thr = logit(cfg.threshold)
+        thr = logit(cfg.take_at if cfg.take_at is not None else cfg.threshold)  # where the cf is taken
         stop_at = max(thr, logit(cfg.stop_probability)) if cfg.stop_probability is not None else thr
         lo_range, hi_range = getattr(getattr(self.autoencoder, "config", None), "value_range", (-1.0, 1.0))
         width = float(hi_range - lo_range)
