@@ -36,7 +36,7 @@ test: install
 	OMP_NUM_THREADS=1 $(PY) -m pytest -q --nbmake tests notebooks
 
 bench-latent-shift: install
-	$(PY) benchmarks/bench_latent_shift.py --demo $(DEMO_DIR) --limit 400
+	$(PY) benchmarks/bench_latent_shift.py --demo $(DEMO_DIR) --limit 400 --take-at 0.99999
 
 lint: install
 	$(VENV)/bin/ruff check src tests benchmarks
