@@ -195,8 +195,7 @@ class Trainer:
         self.ema: EMA | None = None
         self._prepared = False
         self._elapsed_before = 0.0
-        self._acc: dict[str, float] = {}  # per-key sums over the log interval
-        self._acc_n: dict[str, int] = {}  # per-key number of steps that returned the key
+        self._acc, self._acc_n = {}, {}  # per-key sums / step counts over the log interval
         self._acc_steps = 0
         self._tb = None
 
@@ -526,8 +525,6 @@ class Trainer:
         start = getattr(self, "_t_start", None)
         return self._elapsed_before + (time.perf_counter() - start if start is not None else 0.0)
 
-
-# ---------------------------------------------------------------------- module helpers
 
 
 def _make_accelerator(mixed_precision: str):
