@@ -136,6 +136,69 @@ def test_explain_inverts_with_the_encoder_and_moves_only_selected_layers(parts, 
     assert torch.equal(cf_one.latents[:, 1:], w.unsqueeze(1).expand(-1, 2, -1))
 
 
+def _with_config(fitted, parts, encoder=None, **fields) -> LatentProbe:
+    G, clf, _ = parts
+    probe = LatentProbe(generator=G, classifier=clf, encoder=encoder, config=LatentProbeConfig(**fields))
+    probe.probe = fitted.probe
+    return probe
+
+
+def _lambda_to_reach(log_odds_now: torch.Tensor, level: float, a: torch.Tensor, alpha: torch.Tensor):
+    """Distance along ±α (in w units) at which the target log-odds rise from log_odds_now to level."""
+    return (level - log_odds_now) / (a @ alpha).abs()
+
+
+def test_take_at_moves_the_counterfactual_to_the_higher_probability(fitted, parts):
+    G, clf, a = parts
+    w = G.mapping(torch.randn(6, W_DIM, generator=torch.Generator().manual_seed(5)), None)[:, 0]
+    with torch.no_grad():
+        s = clf(G.decode(w))[:, 0]
+    target = (s < 0).long()
+    s_target = torch.where(target == 1, s, -s)  # log-odds of the target now (< 0)
+    cf = _with_config(fitted, parts, take_at=0.99, stop_probability=0.9).explain_latents(w, target)
+    assert all(cf.info["found"]) and cf.flipped.all()
+    assert (cf.prob_counterfactual >= 0.99).all() and (cf.prob_counterfactual < 0.995).all()
+    lam_true = _lambda_to_reach(s_target, torch.logit(torch.tensor(0.99)).item(), a, fitted.probe.directions[1])
+    tol = fitted.config.step_size * fitted.probe.sigma[1].item() / 2 ** fitted.config.refine_steps + 1e-4
+    assert torch.allclose(torch.tensor(cf.info["lambda"]), lam_true, atol=tol)
+    with pytest.raises(ValueError, match="take_at"):
+        LatentProbeConfig(take_at=0.4)
+
+
+class HalfEncoder:
+    """An inexact inversion: G(encode(x)) = x / 2, so half of the image is lost."""
+
+    def encode(self, x):
+        return x.flatten(1) / 2
+
+
+def test_residual_frames_add_the_generator_change_to_the_input(fitted, parts):
+    G, clf, a = parts
+    x = 0.05 * torch.randn(5, 1, 4, 4, generator=torch.Generator().manual_seed(2))
+    with torch.no_grad():
+        s = clf(x)[:, 0]
+    target = (s < 0).long()
+    generated = _with_config(fitted, parts, encoder=HalfEncoder()).explain(x, target)
+    residual = _with_config(fitted, parts, encoder=HalfEncoder(), compose="residual").explain(x, target)
+    # generated: the λ = 0 frame is the lossy inversion; residual: it is the input itself
+    assert torch.allclose(generated.reconstruction, x / 2, atol=1e-6)
+    assert torch.allclose(residual.reconstruction, x, atol=1e-6)
+    assert residual.info["inversion_l1"] == pytest.approx(generated.info["inversion_l1"])
+    # residual counterfactual = x + (G(w_cf) - G(w_0)), the move along α, reshaped
+    move = residual.latents[:, 0] - x.flatten(1) / 2  # [B, w_dim]
+    assert residual.counterfactual.abs().max() < 1  # no clipping in this example
+    assert torch.allclose(residual.counterfactual, x + move.view(-1, 1, 4, 4), atol=1e-5)
+    assert torch.allclose(residual.difference, residual.counterfactual - x, atol=1e-5)
+    # the classifier judged the composed frames: the crossing follows from x, not from x / 2
+    s_target = torch.where(target == 1, s, -s)
+    lam_true = _lambda_to_reach(s_target, 0.0, a, fitted.probe.directions[1])
+    tol = fitted.config.step_size * fitted.probe.sigma[1].item() / 2 ** fitted.config.refine_steps + 1e-4
+    assert torch.allclose(torch.tensor(residual.info["lambda"]), lam_true, atol=tol)
+    assert residual.flipped.all()
+    with pytest.raises(ValueError, match="compose"):
+        LatentProbeConfig(compose="paste")
+
+
 def test_unreachable_target_stops_with_a_reason(parts, fitted):
     G, clf, _ = parts
     w = G.mapping(torch.randn(2, W_DIM, generator=torch.Generator().manual_seed(9)), None)[:, 0]

@@ -193,7 +193,24 @@ def test_input_shape_reads_stylegan2_names(tiny):
     assert explainer_input_shape(SimpleNamespace(encoder=tiny.enc)) == (1, RES)
 
 
-@pytest.mark.parametrize("case", ["vae_generator", "encoder_kind", "rgb_images", "bad_max_steps"])
+def test_explain_latent_probe_residual_frames_start_at_the_input(tiny, tmp_path, capsys):
+    """--compose residual: frame 0 is the input itself, so its probability is the input's."""
+    out = tmp_path / "residual"
+    code, _, err = run_cli(
+        capsys, "explain", "--method", "latent-probe", "--classifier", tiny.root / "classifier",
+        "--generator", tiny.root / "stylegan2", "--encoder", tiny.root / "encoder", "--fit-samples", FIT,
+        "--compose", "residual", "--take-at", "0.6", "--max-steps", "6", "--images", tiny.pngs / "case9.png",
+        "--out", out, "--no-progress")
+    assert code == 0, err
+    rec = strict_json(out / "case9.json")
+    assert rec["settings"]["compose"] == "residual" and rec["settings"]["take_at"] == 0.6
+    assert rec["prob_reconstruction"] == pytest.approx(rec["prob_original"], abs=1e-4)
+    assert rec["path_probs"][0] == pytest.approx(rec["prob_original"], abs=1e-4)
+    assert rec["inversion_l1"] > 0  # the generator's own reconstruction is not exact
+
+
+@pytest.mark.parametrize("case", ["vae_generator", "encoder_kind", "rgb_images", "bad_max_steps",
+                                  "bad_compose"])
 def test_latent_probe_errors_are_one_line_exit_2(tiny, tmp_path, capsys, case):
     args = {"--generator": tiny.root / "stylegan2", "--encoder": tiny.root / "encoder", "--images": tiny.pngs,
             "--max-steps": "5"}
@@ -204,6 +221,8 @@ def test_latent_probe_errors_are_one_line_exit_2(tiny, tmp_path, capsys, case):
         args["--encoder"], expect = tiny.root / "classifier", ("'classifier'", "--encoder")
     elif case == "rgb_images":
         args["--images"], expect = tiny.rgb, ("3 channel", "expects 1")
+    elif case == "bad_compose":
+        args["--compose"], expect = "paste", ("compose", "residual")
     else:
         args["--max-steps"], expect = "0", ("--max-steps",)
     flat = [v for kv in args.items() for v in kv]

@@ -119,6 +119,7 @@ def build_latent_probe_method(classifier_dir: str | os.PathLike, generator_dir: 
                               fit_samples: int | None = None, seed: int = 0,
                               step_size: float | None = None, max_steps: int | None = None,
                               threshold: float | None = None, project_steps: int | None = None,
+                              take_at: float | None = None, compose: str | None = None,
                               device: str | torch.device = "cpu", progress: bool = True) -> Explainer:
     """A fitted latent-probe explainer (StyleGAN2 generator, optional encoder; see
     ``medcf.counterfactual.latent_probe.build_latent_probe``); the probe is loaded from
@@ -127,6 +128,7 @@ def build_latent_probe_method(classifier_dir: str | os.PathLike, generator_dir: 
     ``step_size`` (λ per frame, in σ units) and ``max_steps`` (frames searched, so
     ``max_lambda = max_steps * step_size``) set the walk; None keeps ``LatentProbeConfig``'s.
     ``project_steps``: projector refinement (default 0 with an encoder, 300 without).
+    ``take_at`` and ``compose`` ("generated" | "residual") as in ``LatentProbeConfig``.
 
     Example:
         >>> lp = build_latent_probe_method("runs/classifier", "runs/stylegan2", encoder="runs/encoder",
@@ -151,10 +153,14 @@ def build_latent_probe_method(classifier_dir: str | os.PathLike, generator_dir: 
     _check_pair(classifier, SimpleNamespace(channels=gcfg.get("img_channels"), resolution=gcfg.get("img_resolution")),
                 classifier_dir, generator_dir)
     config = None
-    if step_size is not None or max_steps is not None or threshold is not None:
+    if any(v is not None for v in (step_size, max_steps, threshold, take_at, compose)):
         base = LatentProbeConfig()
         step = step_size if step_size is not None else base.step_size
         fields = {"step_size": step}
+        if take_at is not None:
+            fields["take_at"] = take_at
+        if compose is not None:
+            fields["compose"] = compose
         if max_steps is not None:
             if max_steps < 1:
                 raise MedcfError(f"--max-steps: must be >= 1, got {max_steps}")
@@ -185,7 +191,7 @@ METHOD_OPTIONS: dict[str, tuple[str, ...]] = {
     "latent-shift": ("iterative", "direction", "step_size", "max_steps", "max_change", "threshold",
                      "take_at", "stop_probability", "patience", "reference", "device"),
     "latent-probe": ("encoder", "probe_dir", "fit_samples", "seed", "step_size", "max_steps", "threshold",
-                     "project_steps", "device", "progress"),
+                     "take_at", "compose", "project_steps", "device", "progress"),
 }
 
 

@@ -14,8 +14,9 @@ from medcf.errors import MedcfError
 def _method_opts(iterative: bool, step_size: float | None, max_steps: int | None,
                  max_change: float | None, direction: str | None, encoder=None, probe_dir=None,
                  fit_samples: int | None = None, progress: bool = True,
-                 project_steps: int | None = None, take_at: float | None = None) -> dict:
-    opts = {"take_at": take_at, "iterative": iterative, "step_size": step_size, "max_steps": max_steps,
+                 project_steps: int | None = None, take_at: float | None = None,
+                 compose: str | None = None) -> dict:
+    opts = {"take_at": take_at, "compose": compose, "iterative": iterative, "step_size": step_size, "max_steps": max_steps,
             "max_change": max_change, "encoder": encoder, "probe_dir": probe_dir,
             "fit_samples": fit_samples, "progress": progress, "project_steps": project_steps}
     if direction is not None:
@@ -68,8 +69,10 @@ def register(app: typer.Typer) -> None:
                                        help="Re-take the gradient at every step (latent-shift)."),
         step_size: float = typer.Option(None, "--step-size", help="Shift per frame (method default)."),
         max_steps: int = typer.Option(None, "--max-steps", help="Frames searched per image."),
-        take_at: float = typer.Option(None, "--take-at", help="latent-shift: take the counterfactual "
-                                      "once p(target) reaches this (e.g. 0.9999); judged at 0.5."),
+        take_at: float = typer.Option(None, "--take-at", help="Take the counterfactual once p(target) "
+                                      "reaches this (e.g. 0.9999); validity is judged at 0.5."),
+        compose: str = typer.Option(None, "--compose", help="latent-probe frames: generated (G(w)) or "
+                                    "residual (input + generator change)."),
         max_change: str = typer.Option(None, "--max-change", help="Pixel budget: mean |frame - "
                                        "reconstruction| / range; 'none' for no budget."),
         encoder: Path = typer.Option(None, "--encoder", help="latent-probe: a trained StyleGAN2 encoder run."),
@@ -105,7 +108,8 @@ def register(app: typer.Typer) -> None:
         want, direction = _target_and_direction(target, away_from)
         check_out_dir(out, overwrite)
         opts = _method_opts(iterative, step_size, max_steps, _parse_max_change(max_change), direction,
-                            encoder, probe_dir, fit_samples, progress, project_steps, take_at)
+                            encoder, probe_dir, fit_samples, progress, project_steps, take_at,
+                            compose)
         explainer = _build(method, classifier, generator, opts)
         ds = open_images(images, explainer, split=split, convert_channels=convert_channels)
         names = getattr(explainer.classifier, "class_names", None)
@@ -149,8 +153,10 @@ def register(app: typer.Typer) -> None:
                                        help="Re-take the gradient at every step (latent-shift)."),
         step_size: float = typer.Option(None, "--step-size", help="Shift per frame (method default)."),
         max_steps: int = typer.Option(None, "--max-steps", help="Frames searched per image."),
-        take_at: float = typer.Option(None, "--take-at", help="latent-shift: take the counterfactual "
-                                      "once p(target) reaches this (e.g. 0.9999); judged at 0.5."),
+        take_at: float = typer.Option(None, "--take-at", help="Take the counterfactual once p(target) "
+                                      "reaches this (e.g. 0.9999); validity is judged at 0.5."),
+        compose: str = typer.Option(None, "--compose", help="latent-probe frames: generated (G(w)) or "
+                                    "residual (input + generator change)."),
         max_change: str = typer.Option(None, "--max-change", help="Pixel budget; 'none' for no budget."),
         encoder: Path = typer.Option(None, "--encoder", help="latent-probe: a trained StyleGAN2 encoder run."),
         probe_dir: Path = typer.Option(None, "--probe-dir", help="latent-probe: load the fitted probe "
@@ -184,7 +190,8 @@ def register(app: typer.Typer) -> None:
             raise MedcfError(f"--fid: expected domain, inception or none, got {fid!r}")
         check_out_dir(out, overwrite)
         opts = _method_opts(iterative, step_size, max_steps, _parse_max_change(max_change), None,
-                            encoder, probe_dir, fit_samples, progress, project_steps, take_at)
+                            encoder, probe_dir, fit_samples, progress, project_steps, take_at,
+                            compose)
         explainer = _build(method, classifier, generator, opts)
         models = {name: load_classifier(path, kind=kind) if path is not None else None
                   for name, path, kind in (("oracle", oracle, "oracle"),

@@ -21,13 +21,21 @@ classes: the multinomial coefficients centred over classes).
 3. stop rules as in Latent Shift: per query, stop when the target probability
    reaches ``stop_probability`` ("reached"), when the log-odds stop rising for
    ``patience`` frames ("no_progress") or at ``max_lambda`` ("max_lambda");
-4. the counterfactual is the first point past ``threshold``, located between the
-   two frames around the crossing by bisection; a query that never crosses
-   keeps its best frame and ``info["found"]`` is False.
+4. the counterfactual is the first point past ``threshold`` (or past ``take_at``,
+   a higher probability; validity is still judged at ``threshold``), located
+   between the two frames around the crossing by bisection; a query that never
+   crosses keeps its best frame and ``info["found"]`` is False.
 
-The difference map is ``counterfactual - G(w)`` (the reconstruction: both are
-generator images, so the inversion error cancels); ``info["inversion_l1"]``
-reports how far ``G(w)`` is from the input.
+Frames (``compose``): ``"generated"`` (Schutte et al.) shows ``G(w_λ)`` itself, so
+whatever the inversion lost (thin wires, text markers) is missing from every
+frame; ``"residual"`` adds the generator's change to the input,
+``x + G(w_λ) - G(w_0)`` (clipped to [-1, 1]): the frame at λ = 0 is x itself and
+only what the walk changes differs from it. The classifier always judges the
+frames as shown.
+
+The difference map is ``counterfactual - reconstruction`` where the reconstruction
+is the frame at λ = 0 (``G(w_0)``, or x when residual): the inversion error
+cancels; ``info["inversion_l1"]`` reports how far ``G(w_0)`` is from the input.
 
 Example:
     >>> probe = LatentProbe(generator=G, classifier=clf, encoder=enc)              # doctest: +SKIP
@@ -64,6 +72,7 @@ log = logging.getLogger(__name__)
 
 PROBE_FORMAT = "medcf-latent-probe"
 PROBE_JSON, PROBE_TENSORS = "probe.json", "probe.safetensors"
+COMPOSE_MODES = ("generated", "residual")
 
 
 @dataclass(frozen=True)
@@ -74,6 +83,9 @@ class LatentProbeConfig:
     n_cs: int = 10                        # size of the C grid (LogisticRegressionCV Cs)
     max_iter: int = 2000                  # solver iterations
     threshold: float = 0.5                # decision threshold on the target probability
+    take_at: float | None = None          # take the counterfactual at this probability (>= threshold);
+                                          # None: at the threshold. Validity is still judged at threshold
+    compose: str = "generated"            # frames: "generated" G(w_λ) | "residual" x + G(w_λ) - G(w_0)
     stop_probability: float | None = 0.9  # extend the walk until this; None: stop at threshold
     step_size: float = 0.1                # λ increment per frame, in σ units along α
     max_lambda: float = 10.0              # give up past this λ (σ units)
@@ -87,6 +99,10 @@ class LatentProbeConfig:
         where = "LatentProbeConfig"
         if not 0.0 < self.threshold < 1.0:
             raise ValueError(f"{where}.threshold: must lie in (0, 1), got {self.threshold}")
+        if self.take_at is not None and not self.threshold <= self.take_at < 1.0:
+            raise ValueError(f"{where}.take_at: must lie in [threshold, 1) or be None, got {self.take_at}")
+        if self.compose not in COMPOSE_MODES:
+            raise ValueError(f"{where}.compose: expected one of {list(COMPOSE_MODES)}, got {self.compose!r}")
         if self.stop_probability is not None and not self.threshold <= self.stop_probability < 1.0:
             raise ValueError(f"{where}.stop_probability: must lie in [threshold, 1), got {self.stop_probability}")
         if not 0.0 < self.test_fraction < 1.0 or self.cv_folds < 2 or self.n_cs < 1:
@@ -406,7 +422,9 @@ class LatentProbe:
             mask[list(cfg.layers) if cfg.layers is not None else slice(None)] = 1.0
             delta = step.unsqueeze(1) * mask.view(1, -1, 1)  # [B, num_ws, w_dim] per unit λ
             s_x = self._log_odds(x, t)
-            out = self._walk(w0, delta, t)
+            g0 = self.generator.decode(w0)  # [B, C, H, W] the inversion's image
+            offset = x - g0 if cfg.compose == "residual" else None
+            out = self._walk(w0, delta, t, offset)
         b = x.shape[0]
         difference = (out["counterfactual"] - out["reconstruction"]).mean(1, keepdim=True)
         sig = probe.sigma[t.cpu()]
@@ -414,7 +432,7 @@ class LatentProbe:
             "method": self.method,
             "settings": dataclasses.asdict(cfg),
             "inversion": inversion,
-            "inversion_l1": (out["reconstruction"] - x).abs().flatten(1).mean(1).tolist(),
+            "inversion_l1": (g0 - x).abs().flatten(1).mean(1).tolist(),
             "probe_accuracy": probe.accuracy,
             "probe_train_accuracy": probe.train_accuracy,
             "probe_C": probe.C,
@@ -439,18 +457,25 @@ class LatentProbe:
             reconstruction=out["reconstruction"], path=out["path"], path_probs=out["path_probs"],
             latents=out["w_cf"], threshold=cfg.threshold, info=info)
 
-    def _frames(self, w0: Tensor, delta: Tensor, lam: Tensor, t: Tensor) -> tuple[Tensor, Tensor]:
-        """Images and log-odds at w0 + lam·delta; lam [b] in σ units."""
-        images = self.generator.decode(w0 + lam.view(-1, 1, 1) * delta)
+    def _frames(self, w0: Tensor, delta: Tensor, lam: Tensor, t: Tensor,
+                offset: Tensor | None) -> tuple[Tensor, Tensor]:
+        """Frames and their log-odds at w0 + lam·delta; lam [b] in σ units, offset x - G(w0) or None."""
+        images = self.generator.decode(w0 + lam.view(-1, 1, 1) * delta)  # [b, C, H, W]
+        if offset is not None:
+            images = (images + offset).clamp(-1.0, 1.0)
         return images, self._log_odds(images, t)
 
-    def _walk(self, w0: Tensor, delta: Tensor, t: Tensor) -> dict:
+    def _walk(self, w0: Tensor, delta: Tensor, t: Tensor, offset: Tensor | None) -> dict:
         cfg = self.config
         b, dev = w0.shape[0], w0.device
-        thr = logit(cfg.threshold)
-        stop_at = logit(cfg.stop_probability) if cfg.stop_probability is not None else thr
+        thr = logit(cfg.take_at if cfg.take_at is not None else cfg.threshold)  # where the cf is taken
+        stop_at = max(thr, logit(cfg.stop_probability)) if cfg.stop_probability is not None else thr
         zero = torch.zeros(b, device=dev)
-        rec, s_rec = self._frames(w0, delta, zero, t)
+
+        def part(i):  # the offset of queries i (None when frames are pure generator images)
+            return None if offset is None else offset[i]
+
+        rec, s_rec = self._frames(w0, delta, zero, t, offset)
 
         lam = zero.clone()
         s_cur, best_s, best_lam = s_rec.clone(), s_rec.clone(), zero.clone()
@@ -468,7 +493,7 @@ class LatentProbe:
             if idx.numel() == 0:
                 break
             lam_new = lam[idx] + cfg.step_size
-            img, s_new = self._frames(w0[idx], delta[idx], lam_new, t[idx])
+            img, s_new = self._frames(w0[idx], delta[idx], lam_new, t[idx], part(idx))
             newly = ~found[idx] & (s_new >= thr)
             nidx = idx[newly]
             cross_lo[nidx], cross_hi[nidx] = lam[nidx], lam_new[newly]
@@ -502,11 +527,11 @@ class LatentProbe:
             lo, hi = cross_lo[crossed], cross_hi[crossed]
             for _ in range(cfg.refine_steps):
                 mid = 0.5 * (lo + hi)
-                _, s_mid = self._frames(w0[crossed], delta[crossed], mid, t[crossed])
+                _, s_mid = self._frames(w0[crossed], delta[crossed], mid, t[crossed], part(crossed))
                 past = s_mid >= thr
                 hi, lo = torch.where(past, mid, hi), torch.where(past, lo, mid)
             lam_cf[crossed] = hi
-        img_cf, s_cf = self._frames(w0, delta, lam_cf, t)
+        img_cf, s_cf = self._frames(w0, delta, lam_cf, t, offset)
         return {
             "reconstruction": rec, "counterfactual": img_cf, "w_cf": w0 + lam_cf.view(-1, 1, 1) * delta,
             "prob_rec": torch.sigmoid(s_rec), "prob_cf": torch.sigmoid(s_cf), "found": found,
