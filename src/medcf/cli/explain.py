@@ -10,14 +10,42 @@ import typer
 
 from medcf.errors import MedcfError
 
+# Options of both commands (typer reads these OptionInfo objects; sharing them keeps one text).
+SHARED = {
+    "classifier": typer.Option(..., "--classifier", help="Classifier run or model directory."),
+    "generator": typer.Option(..., "--generator", help="Generator run: ae/vae (latent-shift) or "
+                              "stylegan2-generator (latent-probe)."),
+    "out": typer.Option(..., "--out", help="Output folder (must be empty unless --overwrite)."),
+    "method": typer.Option("latent-shift", "--method", help="Explainer: latent-shift | latent-probe."),
+    "batch_size": typer.Option(16, "--batch-size", help="Images per explainer call."),
+    "iterative": typer.Option(False, "--iterative/--single-gradient",
+                              help="Re-take the gradient at every step (latent-shift)."),
+    "step_size": typer.Option(None, "--step-size", help="Shift per frame (method default)."),
+    "max_steps": typer.Option(None, "--max-steps", help="Frames searched per image."),
+    "take_at": typer.Option(None, "--take-at", help="Take the counterfactual once p(target) reaches "
+                            "this (e.g. 0.9999); validity is judged at 0.5."),
+    "compose": typer.Option(None, "--compose", help="latent-probe frames: generated (G(w)) or "
+                            "residual (input + generator change)."),
+    "max_change": typer.Option(None, "--max-change", help="Pixel budget: mean |frame - reconstruction| "
+                               "/ range; 'none' for no budget."),
+    "encoder": typer.Option(None, "--encoder", help="latent-probe: a trained StyleGAN2 encoder run."),
+    "probe_dir": typer.Option(None, "--probe-dir", help="latent-probe: load the fitted probe from here, "
+                              "or fit it and save it here."),
+    "fit_samples": typer.Option(None, "--fit-samples", help="latent-probe: generated samples to fit on."),
+    "project_steps": typer.Option(None, "--project-steps", help="latent-probe: projector refinement "
+                                  "steps after the encoder (default 0; 300 without --encoder)."),
+    "overwrite": typer.Option(False, "--overwrite", help="Write into a non-empty --out."),
+    "progress": typer.Option(True, "--progress/--no-progress", help="Show a progress bar."),
+}
+
 
 def _method_opts(iterative: bool, step_size: float | None, max_steps: int | None,
                  max_change: float | None, direction: str | None, encoder=None, probe_dir=None,
                  fit_samples: int | None = None, progress: bool = True,
                  project_steps: int | None = None, take_at: float | None = None,
                  compose: str | None = None) -> dict:
-    opts = {"take_at": take_at, "compose": compose, "iterative": iterative, "step_size": step_size, "max_steps": max_steps,
-            "max_change": max_change, "encoder": encoder, "probe_dir": probe_dir,
+    opts = {"take_at": take_at, "compose": compose, "iterative": iterative, "step_size": step_size,
+            "max_steps": max_steps, "max_change": max_change, "encoder": encoder, "probe_dir": probe_dir,
             "fit_samples": fit_samples, "progress": progress, "project_steps": project_steps}
     if direction is not None:
         opts["direction"] = direction
@@ -52,40 +80,33 @@ def _build(method, classifier, generator, opts):
 def register(app: typer.Typer) -> None:
     @app.command("explain")
     def explain_command(
-        classifier: Path = typer.Option(..., "--classifier", help="Classifier run or model directory."),
-        generator: Path = typer.Option(..., "--generator", help="Generator run: ae/vae (latent-shift) "
-                                     "or stylegan2-generator (latent-probe)."),
+        classifier: Path = SHARED["classifier"],
+        generator: Path = SHARED["generator"],
         images: Path = typer.Option(..., "--images", help="An image file, a folder of images, or any "
                                     "dataset path medcf reads (resized to the generator's size)."),
-        out: Path = typer.Option(..., "--out", help="Output folder (must be empty unless --overwrite)."),
-        method: str = typer.Option("latent-shift", "--method", help="Explainer: latent-shift | latent-probe."),
+        out: Path = SHARED["out"],
+        method: str = SHARED["method"],
         target: str = typer.Option(None, "--target", help="Class name or index to reach; default: "
                                    "'opposite' of the classifier's decision per image."),
         away_from: str = typer.Option(None, "--away-from", help="Class to move away from (binary)."),
         split: str = typer.Option(None, "--split", help="Split of a dataset path (train/val/test)."),
         limit: int = typer.Option(None, "--limit", help="Explain at most N images."),
-        batch_size: int = typer.Option(16, "--batch-size", help="Images per explainer call."),
-        iterative: bool = typer.Option(False, "--iterative/--single-gradient",
-                                       help="Re-take the gradient at every step (latent-shift)."),
-        step_size: float = typer.Option(None, "--step-size", help="Shift per frame (method default)."),
-        max_steps: int = typer.Option(None, "--max-steps", help="Frames searched per image."),
-        take_at: float = typer.Option(None, "--take-at", help="Take the counterfactual once p(target) "
-                                      "reaches this (e.g. 0.9999); validity is judged at 0.5."),
-        compose: str = typer.Option(None, "--compose", help="latent-probe frames: generated (G(w)) or "
-                                    "residual (input + generator change)."),
-        max_change: str = typer.Option(None, "--max-change", help="Pixel budget: mean |frame - "
-                                       "reconstruction| / range; 'none' for no budget."),
-        encoder: Path = typer.Option(None, "--encoder", help="latent-probe: a trained StyleGAN2 encoder run."),
-        probe_dir: Path = typer.Option(None, "--probe-dir", help="latent-probe: load the fitted probe "
-                                       "from here, or fit it and save it here."),
-        fit_samples: int = typer.Option(None, "--fit-samples", help="latent-probe: generated samples to fit on."),
-        project_steps: int = typer.Option(None, "--project-steps", help="latent-probe: projector refinement "
-                                          "steps after the encoder (default 0; 300 without --encoder)."),
+        batch_size: int = SHARED["batch_size"],
+        iterative: bool = SHARED["iterative"],
+        step_size: float = SHARED["step_size"],
+        max_steps: int = SHARED["max_steps"],
+        take_at: float = SHARED["take_at"],
+        compose: str = SHARED["compose"],
+        max_change: str = SHARED["max_change"],
+        encoder: Path = SHARED["encoder"],
+        probe_dir: Path = SHARED["probe_dir"],
+        fit_samples: int = SHARED["fit_samples"],
+        project_steps: int = SHARED["project_steps"],
         convert_channels: bool = typer.Option(False, "--convert-channels",
                                               help="Convert RGB<->grey to the generator's channels."),
         fps: float = typer.Option(8.0, "--fps", help="GIF frames per second."),
-        overwrite: bool = typer.Option(False, "--overwrite", help="Write into a non-empty --out."),
-        progress: bool = typer.Option(True, "--progress/--no-progress", help="Show a progress bar."),
+        overwrite: bool = SHARED["overwrite"],
+        progress: bool = SHARED["progress"],
     ) -> None:
         """Explain images: per image a GIF, a PNG frame strip, a difference map and a JSON of scores.
 
@@ -134,13 +155,12 @@ def register(app: typer.Typer) -> None:
 
     @app.command("evaluate")
     def evaluate_command(
-        classifier: Path = typer.Option(..., "--classifier", help="Classifier run or model directory."),
-        generator: Path = typer.Option(..., "--generator", help="Generator run: ae/vae (latent-shift) "
-                                     "or stylegan2-generator (latent-probe)."),
+        classifier: Path = SHARED["classifier"],
+        generator: Path = SHARED["generator"],
         data: Path = typer.Option(..., "--data", help="Labelled dataset (a medcf synthetic folder gives "
                                   "FOP, CTR and localization ground truth)."),
-        out: Path = typer.Option(..., "--out", help="Output folder (must be empty unless --overwrite)."),
-        method: str = typer.Option("latent-shift", "--method", help="Explainer: latent-shift | latent-probe."),
+        out: Path = SHARED["out"],
+        method: str = SHARED["method"],
         split: str = typer.Option("test", "--split", help="Split of --data to explain."),
         oracle: Path = typer.Option(None, "--oracle", help="Oracle run (independent judge; FID features)."),
         fo_detector: Path = typer.Option(None, "--fo-detector", help="Foreign-object detector run (FOP)."),
@@ -148,29 +168,24 @@ def register(app: typer.Typer) -> None:
         target: str = typer.Option("opposite", "--target", help="Class name/index, or 'opposite' of "
                                    "the classifier's decision per query."),
         limit: int = typer.Option(None, "--limit", help="Evaluate the first N images of the split."),
-        batch_size: int = typer.Option(16, "--batch-size", help="Images per explainer call."),
-        iterative: bool = typer.Option(False, "--iterative/--single-gradient",
-                                       help="Re-take the gradient at every step (latent-shift)."),
-        step_size: float = typer.Option(None, "--step-size", help="Shift per frame (method default)."),
-        max_steps: int = typer.Option(None, "--max-steps", help="Frames searched per image."),
-        take_at: float = typer.Option(None, "--take-at", help="Take the counterfactual once p(target) "
-                                      "reaches this (e.g. 0.9999); validity is judged at 0.5."),
-        compose: str = typer.Option(None, "--compose", help="latent-probe frames: generated (G(w)) or "
-                                    "residual (input + generator change)."),
-        max_change: str = typer.Option(None, "--max-change", help="Pixel budget; 'none' for no budget."),
-        encoder: Path = typer.Option(None, "--encoder", help="latent-probe: a trained StyleGAN2 encoder run."),
-        probe_dir: Path = typer.Option(None, "--probe-dir", help="latent-probe: load the fitted probe "
-                                       "from here, or fit it and save it here."),
-        fit_samples: int = typer.Option(None, "--fit-samples", help="latent-probe: generated samples to fit on."),
-        project_steps: int = typer.Option(None, "--project-steps", help="latent-probe: projector refinement "
-                                          "steps after the encoder (default 0; 300 without --encoder)."),
+        batch_size: int = SHARED["batch_size"],
+        iterative: bool = SHARED["iterative"],
+        step_size: float = SHARED["step_size"],
+        max_steps: int = SHARED["max_steps"],
+        take_at: float = SHARED["take_at"],
+        compose: str = SHARED["compose"],
+        max_change: str = SHARED["max_change"],
+        encoder: Path = SHARED["encoder"],
+        probe_dir: Path = SHARED["probe_dir"],
+        fit_samples: int = SHARED["fit_samples"],
+        project_steps: int = SHARED["project_steps"],
         fid: str = typer.Option("domain", "--fid", help="FID features: domain (the oracle's), "
                                 "inception (needs local weights) or none."),
         inception_weights: Path = typer.Option(None, "--inception-weights", help="pytorch-fid weights file."),
         lpips: bool = typer.Option(True, "--lpips/--no-lpips", help="LPIPS when its weights are cached."),
         examples: int = typer.Option(8, "--examples", help="Queries shown in examples.png."),
-        overwrite: bool = typer.Option(False, "--overwrite", help="Write into a non-empty --out."),
-        progress: bool = typer.Option(True, "--progress/--no-progress", help="Show a progress bar."),
+        overwrite: bool = SHARED["overwrite"],
+        progress: bool = SHARED["progress"],
     ) -> None:
         """Explain a labelled split and score the counterfactuals: metrics.json, queries.csv, report.md.
 
