@@ -10,7 +10,8 @@ Stages, in order:
 1. geometric — xflip, rotate90, xint (pixel blitting) and scale, rotate, aniso,
    xfrac (general), composed into one inverse 3x3 matrix per image and executed
    once: reflect pad -> 2x upsample with the ``Hz_geom`` wavelet -> bilinear
-   ``grid_sample`` -> 2x downsample with ``Hz_geom``;
+   ``grid_sample`` (``grid_sample.py``: differentiable twice, for R1) -> 2x
+   downsample with ``Hz_geom``;
 2. color — brightness, contrast, lumaflip, hue, saturation composed into one 4x4
    matrix per image (hue and saturation only for RGB);
 3. imgfilter — random gains of four frequency bands (filter bank ``Hz_fbank``);
@@ -41,6 +42,7 @@ import torch.nn.functional as F
 from torch import Tensor
 
 from medcf.errors import CheckpointError, ShapeError
+from medcf.generators.stylegan2.grid_sample import grid_sample_bilinear
 from medcf.io import SavableModule
 
 # Low-pass decomposition filter of the Symlet-6 wavelet (orthogonal; geometric resampling).
@@ -464,7 +466,7 @@ class AugmentPipe(SavableModule):
         g_inv = (_scale2(2 / x.shape[3], 2 / x.shape[2], ref) @ g_inv
                  @ _scale2(out_w / 2, out_h / 2, ref))
         grid = F.affine_grid(g_inv[:, :2, :], [b, c, out_h, out_w], align_corners=False)
-        x = F.grid_sample(x, grid, mode="bilinear", padding_mode="zeros", align_corners=False)
+        x = grid_sample_bilinear(x, grid)  # twice differentiable in x, also on CUDA (R1 through ADA)
         # 4. downsample 2x (correlation with the same filter) and crop back to [H, W]
         crop = -hz_pad * 2
         return _sep_filter(x, f, down=2, pad=(crop + (f.shape[0] - 1) // 2, crop + (f.shape[0] - 2) // 2),
