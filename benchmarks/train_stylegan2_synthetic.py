@@ -60,12 +60,15 @@ def main() -> None:
     ap.add_argument("--minutes", type=float, default=60.0, help="wall-clock budget of GAN training")
     ap.add_argument("--out", type=Path, default=Path("runs/bench_sg2"))
     ap.add_argument("--n", type=int, default=2000, help="synthetic images (90%% train+val, 10%% test)")
+    ap.add_argument("--data", type=Path, default=None,
+                    help="an existing synthetic dataset (e.g. runs/demo/data) instead of rendering --n")
     ap.add_argument("--oracle", type=Path, default=None, help="existing oracle run (skips training one)")
     ap.add_argument("--oracle-steps", type=int, default=300)
     ap.add_argument("--batch-size", type=int, default=32)
     ap.add_argument("--channel-base", type=int, default=2048)
     ap.add_argument("--channel-max", type=int, default=128)
     ap.add_argument("--fid-n", type=int, default=1000)
+    ap.add_argument("--fid-every", type=int, default=1000, help="steps between FID snapshots in the run")
     ap.add_argument("--cond", action="store_true", help="label-conditional training")
     ap.add_argument("--aug", default="ada", choices=("ada", "none"))
     ap.add_argument("--ada-kimg", type=float, default=100.0)
@@ -83,12 +86,12 @@ def main() -> None:
 
     if args.fresh and args.out.exists():
         shutil.rmtree(args.out)
-    data = args.out / "data"
+    data = args.data or args.out / "data"
     t0 = time.perf_counter()
-    if not (data / "dataset.json").is_file():
+    if args.data is None and not (data / "dataset.json").is_file():
         write_synthetic(SynthConfig(task="cardiomegaly", resolution=64), args.n, data, seed=0,
                         progress=False)
-    print(f"data: {args.n} images at {data} ({time.perf_counter() - t0:.0f} s)")
+    print(f"data: {len(open_dataset(data))} images at {data} ({time.perf_counter() - t0:.0f} s)")
 
     oracle_dir = args.oracle
     if oracle_dir is None:
@@ -105,7 +108,8 @@ def main() -> None:
     common = dict(resolution=64, cond=args.cond, aug=args.aug, ada_kimg=args.ada_kimg,
                   batch_size=args.batch_size, channel_base=args.channel_base,
                   channel_max=args.channel_max, sample_every=200, checkpoint_every=200,
-                  progress=False, log_every=20)
+                  progress=False, log_every=20, fid_oracle=oracle_dir, fid_every=args.fid_every,
+                  fid_n=args.fid_n)
     budget = args.minutes * 60
     t_gan = time.perf_counter()
     probe = 20
