@@ -27,18 +27,17 @@ from __future__ import annotations
 
 import argparse
 import json
-import os
-import platform
 import statistics
 import time
 from pathlib import Path
 
 import torch
+from _common import latency, machine
 
 from medcf.classifiers import load_classifier
 from medcf.data import open_dataset
-from medcf.eval.report_md import example_grid
-from medcf.explain_runner import build_latent_probe_method, evaluate_explainer, opposite_targets
+from medcf.eval.report_md import example_grid, lookup
+from medcf.explain_runner import build_latent_probe_method, evaluate_explainer
 
 TARGETS = (  # (label, summary key, comparison, bar); None: reported, no target
     ("validity", "validity", ">=", 0.9),
@@ -51,18 +50,6 @@ TARGETS = (  # (label, summary key, comparison, bar); None: reported, no target
 )
 
 
-def lookup(d: dict, dotted: str):
-    for part in dotted.split("."):
-        if not isinstance(d, dict) or part not in d:
-            return None
-        d = d[part]
-    return d
-
-
-def machine() -> dict:
-    return {"processor": platform.processor() or platform.machine(), "cpu_count": os.cpu_count(),
-            "torch_threads": torch.get_num_threads(), "torch": torch.__version__,
-            "loadavg": [round(v, 2) for v in os.getloadavg()]}
 
 
 @torch.no_grad()
@@ -82,17 +69,6 @@ def encoder_on_real_images(probe, dataset, n: int, n_timed: int, lpips) -> dict:
     return {"n": len(lp), "encode_median_s": statistics.median(times), "lpips_mean": statistics.fmean(lp),
             "lpips_sd": statistics.pstdev(lp), "l1_mean": statistics.fmean(l1)}
 
-
-def latency(explainer, dataset, n: int) -> list[float]:
-    """Wall seconds of explain() for single images (targets: opposite of the decision)."""
-    times = []
-    for i in range(min(n, len(dataset))):
-        x = dataset[i]["image"][None]
-        t = opposite_targets(explainer.classifier, x)
-        t0 = time.perf_counter()
-        explainer.explain(x, t)
-        times.append(time.perf_counter() - t0)
-    return times
 
 
 def report(summary: dict) -> None:

@@ -25,17 +25,16 @@ from __future__ import annotations
 
 import argparse
 import json
-import os
-import platform
 import statistics
 import time
 from pathlib import Path
 
-import torch
+from _common import latency, machine
 
 from medcf.classifiers import load_classifier
 from medcf.data import open_dataset
-from medcf.explain_runner import build_latent_shift, evaluate_explainer, opposite_targets
+from medcf.eval.report_md import lookup
+from medcf.explain_runner import build_latent_shift, evaluate_explainer
 
 TARGETS = (  # (label, summary key, comparison, bar)
     ("validity", "validity", ">=", 0.95),
@@ -47,30 +46,7 @@ TARGETS = (  # (label, summary key, comparison, bar)
 )
 
 
-def lookup(d: dict, dotted: str):
-    for part in dotted.split("."):
-        if not isinstance(d, dict) or part not in d:
-            return None
-        d = d[part]
-    return d
 
-
-def machine() -> dict:
-    return {"processor": platform.processor() or platform.machine(), "cpu_count": os.cpu_count(),
-            "torch_threads": torch.get_num_threads(), "torch": torch.__version__,
-            "loadavg": [round(v, 2) for v in os.getloadavg()]}
-
-
-def latency(explainer, dataset, n: int) -> list[float]:
-    """Wall seconds of explain() for single images (targets: opposite of the decision)."""
-    times = []
-    for i in range(min(n, len(dataset))):
-        x = dataset[i]["image"][None]
-        t = opposite_targets(explainer.classifier, x)
-        t0 = time.perf_counter()
-        explainer.explain(x, t)
-        times.append(time.perf_counter() - t0)
-    return times
 
 
 def main() -> None:
