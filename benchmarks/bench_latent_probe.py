@@ -101,6 +101,8 @@ def main() -> None:
     ap.add_argument("--take-at", type=float, default=None, help="LatentProbeConfig.take_at (judged at 0.5)")
     ap.add_argument("--step-size", type=float, default=None, help="λ per frame in σ units (default 0.1)")
     ap.add_argument("--max-steps", type=int, default=None, help="frames searched (default 100)")
+    ap.add_argument("--project-steps", type=int, default=None,
+                    help="projector refinement steps after the encoder (default 0)")
     ap.add_argument("--out", default=None, help="results JSON (default GENERATOR/../bench_latent_probe.json)")
     args = ap.parse_args()
 
@@ -116,14 +118,14 @@ def main() -> None:
     info = machine()
     print(f"machine: {info}")
     results = {"machine": info, "generator": str(gen), "encoder": args.encoder, "limit": args.limit,
-               "take_at": args.take_at, "variants": {}}
+               "take_at": args.take_at, "project_steps": args.project_steps, "variants": {}}
     for compose in args.compose.split(","):
         t0 = time.perf_counter()
         explainer = build_latent_probe_method(demo / "classifier", gen, encoder=args.encoder,
                                               probe_dir=probe_dir, fit_samples=args.fit_samples,
                                               take_at=args.take_at, compose=compose,
                                               step_size=args.step_size, max_steps=args.max_steps,
-                                              progress=False)
+                                              project_steps=args.project_steps, progress=False)
         probe = explainer.probe
         if "probe" not in results:
             print(f"probe: held-out accuracy {probe.accuracy:.3f} (train {probe.train_accuracy:.3f}, "
