@@ -297,6 +297,34 @@ def test_difference_relative_to_reconstruction_or_input(toy):
     assert torch.allclose(a.difference, a.counterfactual - a.reconstruction, atol=1e-6)
 
 
+@pytest.mark.parametrize("iterative", [False, True])
+def test_residual_frames_add_the_decoder_change_to_the_input(toy, iterative):
+    """compose='residual': frames are x + D(z) - D(z0), so a lossy decoder's error cancels."""
+    w, b, x = toy
+    xi = as_images(x)
+    clf = linear_classifier(w, b)
+    lossy = Identity(offset=0.1)  # D(E(x)) = x + 0.1
+    gen = LatentShift(autoencoder=lossy, classifier=clf, config=config()).explain(xi, target=1)
+    res = LatentShift(autoencoder=lossy, classifier=clf,
+                      config=config(compose="residual", iterative=iterative)).explain(xi, target=1)
+    assert torch.allclose(gen.reconstruction, xi + 0.1) and torch.allclose(res.reconstruction, xi)
+    assert torch.allclose(res.prob_original, torch.tensor(res.info["prob_reconstruction"]))
+    unit = w / (w @ w)
+    assert res.counterfactual.abs().max() < 1  # no clipping in this example
+    for i in range(3):
+        # residual: the classifier judges x + λ·unit, so the crossing is the closed form at x ...
+        lam = max(0.0, closed_form_lambda(w, b, x[i], 1))
+        assert res.info["lambda"][i] == pytest.approx(lam, abs=0.1 / 2**12 + 1e-5)
+        moved = res.counterfactual[i].flatten().double().numpy() - x[i]
+        np.testing.assert_allclose(moved, res.info["lambda"][i] * unit, atol=1e-5)
+        # ... generated: it judges x + 0.1 + λ·unit
+        lam_gen = max(0.0, closed_form_lambda(w, b, x[i] + 0.1, 1))
+        assert gen.info["lambda"][i] == pytest.approx(lam_gen, abs=0.1 / 2**12 + 1e-5)
+    assert torch.allclose(res.difference, res.counterfactual - xi, atol=1e-6)
+    with pytest.raises(ValueError, match="compose"):
+        LatentShiftConfig(compose="paste")
+
+
 def test_a_reconstruction_that_already_flips_is_flagged(toy):
     w, b, x = toy
     s = x @ w + b

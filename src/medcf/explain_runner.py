@@ -189,7 +189,7 @@ METHODS: dict[str, Callable[..., Explainer]] = {
 # The options each builder accepts (the CLI passes every option; the others are dropped).
 METHOD_OPTIONS: dict[str, tuple[str, ...]] = {
     "latent-shift": ("iterative", "direction", "step_size", "max_steps", "max_change", "threshold",
-                     "take_at", "stop_probability", "patience", "reference", "device"),
+                     "take_at", "compose", "stop_probability", "patience", "reference", "device"),
     "latent-probe": ("encoder", "probe_dir", "fit_samples", "seed", "step_size", "max_steps", "threshold",
                      "take_at", "compose", "project_steps", "device", "progress"),
 }

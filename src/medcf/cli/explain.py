@@ -24,8 +24,8 @@ SHARED = {
     "max_steps": typer.Option(None, "--max-steps", help="Frames searched per image."),
     "take_at": typer.Option(None, "--take-at", help="Take the counterfactual once p(target) reaches "
                             "this (e.g. 0.9999); validity is judged at 0.5."),
-    "compose": typer.Option(None, "--compose", help="latent-probe frames: generated (G(w)) or "
-                            "residual (input + generator change)."),
+    "compose": typer.Option(None, "--compose", help="Frames: generated (the generator's images) or "
+                            "residual (input + the generator's change)."),
     "max_change": typer.Option(None, "--max-change", help="Pixel budget: mean |frame - reconstruction| "
                                "/ range; 'none' for no budget."),
     "encoder": typer.Option(None, "--encoder", help="latent-probe: a trained StyleGAN2 encoder run."),

@@ -30,6 +30,13 @@ result reports as its target. The difference map is ``counterfactual - D(z)``
 (``reference="reconstruction"``, the default: both pass through the decoder,
 so autoencoder blur cancels) or ``counterfactual - x`` (``reference="input"``).
 
+Frames (``compose``): ``"generated"`` (Cohen et al.) shows the decoder's images
+``D(z_λ)``, so whatever the autoencoder cannot reconstruct (thin wires, markers,
+noise) is missing from every frame; ``"residual"`` adds the decoder's change to
+the input, ``x + D(z_λ) - D(z_0)`` (clipped to the value range): the first frame
+is x itself. The classifier judges (and its gradient is taken through) the
+frames as shown.
+
 Example:
     >>> ls = LatentShift(autoencoder=vae, classifier=clf)            # doctest: +SKIP
     >>> cf = ls.explain(x, target="cardiomegaly")                    # doctest: +SKIP
@@ -54,6 +61,7 @@ log = logging.getLogger(__name__)
 
 DIRECTIONS = ("toward", "away")
 REFERENCES = ("reconstruction", "input")
+COMPOSE_MODES = ("generated", "residual")
 
 
 @dataclass(frozen=True)
@@ -71,12 +79,15 @@ class LatentShiftConfig:
     min_progress: float = 1e-3            # log-odds rise that counts as progress
     refine_steps: int = 6                 # bisection steps locating the threshold crossing
     reference: str = "reconstruction"     # difference map: cf - D(z) | cf - x
+    compose: str = "generated"            # frames: "generated" D(z_λ) | "residual" x + D(z_λ) - D(z_0)
     keep_path: bool = True                # return every frame ([T, B, C, H, W])
 
     def __post_init__(self):
         where = "LatentShiftConfig"
         if self.direction not in DIRECTIONS:
             raise ValueError(f"{where}.direction: expected one of {DIRECTIONS}, got {self.direction!r}")
+        if self.compose not in COMPOSE_MODES:
+            raise ValueError(f"{where}.compose: expected one of {list(COMPOSE_MODES)}, got {self.compose!r}")
         if self.reference not in REFERENCES:
             raise ValueError(f"{where}.reference: expected one of {REFERENCES}, got {self.reference!r}")
         if not 0.0 < self.threshold < 1.0:
@@ -176,11 +187,18 @@ class LatentShift:
                              f"this one has {k} classes; pass the class to reach with direction='toward'")
         return 1 - t, t
 
-    def _grad(self, z: Tensor, t: Tensor) -> tuple[Tensor, Tensor, Tensor]:
+    def _compose(self, decoded: Tensor, offset: Tensor | None) -> Tensor:
+        """Frames as shown: the decoder's image, or the input plus the decoder's change."""
+        if offset is None:
+            return decoded
+        lo, hi = getattr(getattr(self.autoencoder, "config", None), "value_range", (-1.0, 1.0))
+        return (decoded + offset).clamp(lo, hi)
+
+    def _grad(self, z: Tensor, t: Tensor, offset: Tensor | None) -> tuple[Tensor, Tensor, Tensor]:
         """(frames [b, C, H, W], log-odds [b], direction d = g / ||g||² [b, *latent]) at z."""
         with torch.enable_grad():
             z = z.detach().requires_grad_(True)
-            frames = self.autoencoder.decode(z)
+            frames = self._compose(self.autoencoder.decode(z), offset)
             s = self._log_odds(frames, t)
             (g,) = torch.autograd.grad(s.sum(), z)
         norm2 = g.flatten(1).pow(2).sum(1).clamp_min(1e-20)
@@ -190,8 +208,8 @@ class LatentShift:
         return frames.detach(), s.detach(), d
 
     @torch.no_grad()
-    def _frames(self, z: Tensor, t: Tensor) -> tuple[Tensor, Tensor]:
-        frames = self.autoencoder.decode(z)
+    def _frames(self, z: Tensor, t: Tensor, offset: Tensor | None) -> tuple[Tensor, Tensor]:
+        frames = self._compose(self.autoencoder.decode(z), offset)
         return frames, self._log_odds(frames, t)
 
     # -- the explanation ---------------------------------------------------------------
@@ -252,7 +270,12 @@ class LatentShift:
         with torch.no_grad():
             s_x = self._log_odds(x, t)
             z0 = self.autoencoder.encode(x).detach()
-        rec, s_rec, d = self._grad(z0, t)
+            offset = x - self.autoencoder.decode(z0) if cfg.compose == "residual" else None
+
+        def part(i):  # the offset of queries i (None for decoder frames)
+            return None if offset is None else offset[i]
+
+        rec, s_rec, d = self._grad(z0, t, offset)
 
         # per-query state
         z_cur = z0.clone()
@@ -276,9 +299,9 @@ class LatentShift:
                 break
             z_new = z_cur[idx] + cfg.step_size * d[idx]
             if cfg.iterative:  # the frame's gradient is the next step's direction
-                img, s_new, d_next = self._grad(z_new, t[idx])
+                img, s_new, d_next = self._grad(z_new, t[idx], part(idx))
             else:
-                img, s_new = self._frames(z_new, t[idx])
+                img, s_new = self._frames(z_new, t[idx], part(idx))
             change = (img - rec[idx]).abs().flatten(1).mean(1) / width
             over = change > cfg.max_change if cfg.max_change is not None else torch.zeros_like(s_new, dtype=torch.bool)
             over_l = over.tolist()
@@ -327,7 +350,8 @@ class LatentShift:
             z0[at_start], rec[at_start], s_rec[at_start], 0.0)
         fidx = (found & ~at_start).nonzero().squeeze(1)
         if fidx.numel():
-            zc, ic, sc, lc = self._refine(cross_prev[fidx], cross_z[fidx], cross_lam_prev[fidx], cross_lam[fidx], t[fidx], thr)
+            zc, ic, sc, lc = self._refine(cross_prev[fidx], cross_z[fidx], cross_lam_prev[fidx], cross_lam[fidx],
+                                          t[fidx], thr, part(fidx))
             z_cf[fidx], img_cf[fidx], s_cf[fidx], lam_cf[fidx] = zc, ic, sc, lc
 
         return {
@@ -338,8 +362,8 @@ class LatentShift:
             "path_probs": torch.sigmoid(torch.stack(path_s)) if cfg.keep_path else None,
         }
 
-    def _refine(self, z_lo: Tensor, z_hi: Tensor, lam_lo: Tensor, lam_hi: Tensor,
-                t: Tensor, thr: float) -> tuple[Tensor, Tensor, Tensor, Tensor]:
+    def _refine(self, z_lo: Tensor, z_hi: Tensor, lam_lo: Tensor, lam_hi: Tensor, t: Tensor, thr: float,
+                offset: Tensor | None) -> tuple[Tensor, Tensor, Tensor, Tensor]:
         """Bisect the segment z_lo (below threshold) .. z_hi (past it); keep the side past it."""
         seg = z_hi - z_lo
         f_lo = torch.zeros(z_lo.shape[0], device=z_lo.device)
@@ -347,10 +371,10 @@ class LatentShift:
         shape = (-1, *([1] * (seg.ndim - 1)))
         for _ in range(self.config.refine_steps):
             mid = 0.5 * (f_lo + f_hi)
-            _, s_mid = self._frames(z_lo + mid.view(shape) * seg, t)
+            _, s_mid = self._frames(z_lo + mid.view(shape) * seg, t, offset)
             past = s_mid >= thr
             f_hi = torch.where(past, mid, f_hi)
             f_lo = torch.where(past, f_lo, mid)
         z = z_lo + f_hi.view(shape) * seg
-        img, s = self._frames(z, t)
+        img, s = self._frames(z, t, offset)
         return z, img, s, lam_lo + f_hi * (lam_hi - lam_lo)
