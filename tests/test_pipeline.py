@@ -117,6 +117,18 @@ def test_explain_writes_gif_strip_map_json_per_image(tiny, tmp_path, capsys):
     assert code == 2 and "--overwrite" in err and err.strip().count("\n") == 0
 
 
+def test_explain_residual_frames_start_at_the_input(tiny, tmp_path, capsys):
+    out = tmp_path / "residual"
+    code, _, err = run_cli(capsys, "explain", "--classifier", tiny / "classifier", "--generator",
+                           tiny / "vae", "--images", tiny / "pngs" / "case9.png", "--out", out,
+                           "--compose", "residual", "--max-steps", "5", "--no-progress")
+    assert code == 0, err
+    rec = strict_json(out / "case9.json")
+    assert rec["settings"]["compose"] == "residual"
+    # frame 0 is x itself: the classifier's probability on it is the input's
+    assert rec["path_probs"][0] == pytest.approx(rec["prob_original"], abs=1e-5)
+
+
 def test_evaluate_writes_metrics_csv_report(tiny, tmp_path, capsys):
     out = tmp_path / "eval"
     code, stdout, err = run_cli(
