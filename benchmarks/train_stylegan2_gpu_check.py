@@ -2,11 +2,13 @@
 
 Renders ``--n`` synthetic 64x64 cardiomegaly images, then per precision trains
 ``--steps`` steps of ``medcf.train.stylegan2.train_stylegan2`` (batch 32, ADA,
-lazy R1 and PL) and prints seconds per step (after a warm-up run of 20 steps),
+lazy R1 and PL; cuDNN autotuning off unless ``--cudnn-benchmark``: ADA's padding
+changes the input shapes every step) and prints seconds per step (after a warm-up
+run of 20 steps),
 images per second, the final ADA p and the last logged losses; exits non-zero
 when a loss is not finite or G_ema's samples are not.
 
-    PYTHONPATH=src python benchmarks/train_stylegan2_gpu_check.py /tmp/sg2gpu --steps 400
+    PYTHONPATH=src python benchmarks/train_stylegan2_gpu_check.py /tmp/sg2gpu --steps 300
 """
 
 from __future__ import annotations
@@ -34,6 +36,8 @@ def main() -> int:
     ap.add_argument("--n", type=int, default=2000)
     ap.add_argument("--steps", type=int, default=400)
     ap.add_argument("--precisions", default="fp32,fp16", help="fp32 (fp16_res=0), fp16 (fp16_res=2)")
+    ap.add_argument("--cudnn-benchmark", action="store_true",
+                    help="torch.backends.cudnn.benchmark = True (autotunes every new input shape)")
     args = ap.parse_args()
 
     from medcf.data import SynthConfig, write_synthetic
@@ -43,8 +47,9 @@ def main() -> int:
     if not torch.cuda.is_available():
         print("no CUDA device: nothing to check")
         return 2
-    torch.backends.cudnn.benchmark = True
-    print(f"device: {torch.cuda.get_device_name()}, torch {torch.__version__}, {platform.python_version()}")
+    torch.backends.cudnn.benchmark = args.cudnn_benchmark
+    print(f"device: {torch.cuda.get_device_name()}, torch {torch.__version__}, {platform.python_version()}, "
+          f"cudnn.benchmark {args.cudnn_benchmark}")
     data = args.out / "data"
     if not (data / "dataset.json").is_file():
         t0 = time.perf_counter()
