@@ -94,6 +94,27 @@ def test_sampling_is_determined_by_the_passed_generator():
     assert (a - c).abs().max() > 1e-3
 
 
+@pytest.mark.parametrize("arch", ["skip", "resnet", "orig"])
+def test_noise_drawn_up_front_equals_each_layer_drawing_its_own(arch):
+    """With a generator the synthesis draws every layer's noise first (one torch.compile graph
+    break instead of one per layer); the stream must be the one the layers would draw in turn."""
+    G = Generator(gcfg(arch)).eval()
+    with torch.no_grad():
+        for name, p in G.named_parameters():
+            if name.endswith("noise_strength"):
+                p.fill_(0.5)  # initialised to 0: make the noise visible
+    ws = G.mapping(torch.randn(3, G.z_dim, generator=_gen(1)), None)
+    with torch.no_grad():
+        up_front = G.synthesis(ws, noise_mode="random", generator=_gen(7))
+        g, x, img = _gen(7), None, None
+        for name, start, count in G.synthesis._slices:  # each layer draws from g as it runs
+            x, img = getattr(G.synthesis, name)(x, img, ws[:, start:start + count], noise_mode="random",
+                                                generator=g)
+        const = G.synthesis(ws, noise_mode="const")
+    assert torch.equal(up_front, img)
+    assert (up_front - const).abs().max() > 1e-4  # the noise does reach the image
+
+
 # ----------------------------------------------------------------------------- training
 
 

@@ -136,13 +136,19 @@ class SynthesisLayer(FilteredModule):
             self.noise_strength = nn.Parameter(torch.zeros([]))
         self.bias = nn.Parameter(torch.zeros([out_channels]))
 
+    def noise_shape(self, batch: int) -> tuple[int, int, int, int]:
+        return (batch, 1, self.resolution, self.resolution)
+
     def forward(self, x: Tensor, w: Tensor, *, noise_mode: str = "random", fused_modconv: bool = True,
-                gain: float = 1.0, generator: torch.Generator | None = None) -> Tensor:
+                gain: float = 1.0, generator: torch.Generator | None = None,
+                random_noise: Tensor | None = None) -> Tensor:
+        # random_noise: N(0, 1) [B, 1, R, R] drawn by the caller (else drawn here from generator)
         styles = self.affine(w)  # [B, I]
         noise = None
         if self.use_noise and noise_mode == "random":
-            shape = (x.shape[0], 1, self.resolution, self.resolution)
-            noise = randn(shape, generator, x.device) * self.noise_strength
+            if random_noise is None:
+                random_noise = randn(self.noise_shape(x.shape[0]), generator, x.device)
+            noise = random_noise * self.noise_strength
         elif self.use_noise and noise_mode == "const":
             noise = self.noise_const * self.noise_strength
         x = modulated_conv2d(x, self.weight, styles, padding=self.padding, up=self.up,
@@ -210,8 +216,9 @@ class SynthesisBlock(FilteredModule):
 
     def forward(self, x: Tensor | None, img: Tensor | None, ws: Tensor, *, force_fp32: bool = False,
                 fused_modconv: bool | None = None, noise_mode: str = "random",
-                generator: torch.Generator | None = None) -> tuple[Tensor, Tensor | None]:
-        # ws: [B, num_conv + num_torgb, w_dim]
+                generator: torch.Generator | None = None,
+                random_noise: dict[str, Tensor] | None = None) -> tuple[Tensor, Tensor | None]:
+        # ws: [B, num_conv + num_torgb, w_dim]; random_noise: {"conv0"/"conv1": [B, 1, R, R]} or None
         fp16 = use_fp16(self.use_fp16, force_fp32, ws.device)
         dtype = torch.float16 if fp16 else torch.float32
         fmt = torch.channels_last if self.channels_last and fp16 else torch.contiguous_format
@@ -221,19 +228,20 @@ class SynthesisBlock(FilteredModule):
             # (docs/stylegan2.md), so auto fuses only for a single sample (groups=1).
             fused_modconv = not self.training and ws.shape[0] == 1
         kw = dict(fused_modconv=fused_modconv, noise_mode=noise_mode, generator=generator)
+        given = random_noise or {}
         if self.in_channels == 0:
             x = self.const.to(dtype=dtype).unsqueeze(0).expand(ws.shape[0], -1, -1, -1)
-            x = self.conv1(x.contiguous(memory_format=fmt), ws[:, 0], **kw)
+            x = self.conv1(x.contiguous(memory_format=fmt), ws[:, 0], random_noise=given.get("conv1"), **kw)
         elif self.architecture == "resnet":
             x = x.to(dtype=dtype, memory_format=fmt)
             y = self.skip(x, gain=math.sqrt(0.5))
-            x = self.conv0(x, ws[:, 0], **kw)
-            x = self.conv1(x, ws[:, 1], gain=math.sqrt(0.5), **kw)
+            x = self.conv0(x, ws[:, 0], random_noise=given.get("conv0"), **kw)
+            x = self.conv1(x, ws[:, 1], gain=math.sqrt(0.5), random_noise=given.get("conv1"), **kw)
             x = y + x
         else:
             x = x.to(dtype=dtype, memory_format=fmt)
-            x = self.conv0(x, ws[:, 0], **kw)
-            x = self.conv1(x, ws[:, 1], **kw)
+            x = self.conv0(x, ws[:, 0], random_noise=given.get("conv0"), **kw)
+            x = self.conv1(x, ws[:, 1], random_noise=given.get("conv1"), **kw)
 
         if img is not None:
             img = fir_upsample(img, self.fir_kernel, 2, self.img_pad)
@@ -273,9 +281,29 @@ class SynthesisNetwork(nn.Module):
         if noise_mode not in NOISE_MODES:
             raise MedcfError(f"noise_mode: expected one of {list(NOISE_MODES)}, got {noise_mode!r}")
         ws = ws.to(torch.float32)
+        noise = None
+        if noise_mode == "random" and generator is not None:
+            noise = self._draw_noise(ws.shape[0], generator, ws.device)
         x = img = None
         for name, start, count in self._slices:
             x, img = getattr(self, name)(x, img, ws[:, start:start + count], force_fp32=force_fp32,
                                          fused_modconv=fused_modconv, noise_mode=noise_mode,
-                                         generator=generator)
+                                         generator=generator,
+                                         random_noise=noise.get(name) if noise is not None else None)
         return img
+
+    @torch.compiler.disable
+    def _draw_noise(self, batch: int, generator: torch.Generator,
+                    device: torch.device) -> dict[str, dict[str, Tensor]]:
+        """Every layer's random noise from ``generator``, in the order the layers would draw it.
+
+        Drawn up front so that ``torch.compile`` breaks the graph once here (a
+        ``torch.Generator`` cannot be traced) instead of once per layer.
+        """
+        noise: dict[str, dict[str, Tensor]] = {}
+        for name, _, _ in self._slices:
+            block = getattr(self, name)
+            noise[name] = {n: randn(getattr(block, n).noise_shape(batch), generator, device)
+                           for n in ("conv0", "conv1")
+                           if hasattr(block, n) and getattr(block, n).use_noise}
+        return noise
