@@ -7,6 +7,9 @@ import math
 
 from torch import nn
 
+# How explainers show a frame: the generator's image, or the input plus the generator's change.
+COMPOSE_MODES = ("generated", "residual")
+
 
 def logit(p: float) -> float:
     """log(p / (1 - p)) for a probability in (0, 1)."""

@@ -62,7 +62,7 @@ import torch
 from torch import Tensor, nn
 from tqdm.auto import tqdm
 
-from medcf.counterfactual._common import eval_mode, logit
+from medcf.counterfactual._common import COMPOSE_MODES, eval_mode, logit
 from medcf.encoders.generator_io import generator_fingerprint, latent_shape, map_z
 from medcf.errors import CheckpointError, MedcfError, NotFittedError, ShapeError
 from medcf.io import atomic_write_dir, first_line
@@ -72,7 +72,6 @@ log = logging.getLogger(__name__)
 
 PROBE_FORMAT = "medcf-latent-probe"
 PROBE_JSON, PROBE_TENSORS = "probe.json", "probe.safetensors"
-COMPOSE_MODES = ("generated", "residual")
 
 
 @dataclass(frozen=True)

@@ -53,7 +53,7 @@ from dataclasses import dataclass
 import torch
 from torch import Tensor, nn
 
-from medcf.counterfactual._common import eval_mode, logit
+from medcf.counterfactual._common import COMPOSE_MODES, eval_mode, logit
 from medcf.errors import ShapeError
 from medcf.types import Counterfactual, Target, check_images, resolve_target
 
@@ -61,7 +61,6 @@ log = logging.getLogger(__name__)
 
 DIRECTIONS = ("toward", "away")
 REFERENCES = ("reconstruction", "input")
-COMPOSE_MODES = ("generated", "residual")
 
 
 @dataclass(frozen=True)
