@@ -11,6 +11,7 @@ import pytest
 import torch
 from torch import nn
 
+from _cli import run_cli
 from medcf.classifiers import (
     CLASSIFIERS,
     Classifier,
@@ -275,18 +276,6 @@ def test_errors_are_medcf_errors():
 
 # ----------------------------------------------------------------------------- CLI
 
-
-def run_cli(capsys, *args):
-    """``medcf ARGS`` in-process: (exit code, stdout, stderr)."""
-    from medcf.cli import main
-
-    code = 0  # main returns normally on success (e.g. --help) and exits on errors
-    try:
-        main(list(args))
-    except SystemExit as e:
-        code = e.code
-    out = capsys.readouterr()
-    return code, out.out, out.err
 
 
 def test_cli_missing_data_dir_is_one_line_exit_2(tmp_path, capsys):

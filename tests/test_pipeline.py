@@ -7,7 +7,6 @@ the files and errors; one test trains a little and checks that explanations work
 from __future__ import annotations
 
 import csv
-import json
 import math
 import re
 
@@ -16,7 +15,7 @@ import pytest
 import torch
 from PIL import Image
 
-from medcf import cli
+from _cli import run_cli, strict_json
 from medcf.classifiers import (
     CTRRegressor,
     ForeignObjectDetector,
@@ -24,36 +23,13 @@ from medcf.classifiers import (
     ResNetClassifier,
     ResNetConfig,
 )
-from medcf.cli import explain as explain_cli
 from medcf.data import SynthConfig, write_synthetic
 from medcf.generators.autoencoder import VAE, AutoencoderConfig
 
 RES = 32
 
 
-def strict_json(path):
-    """Parse JSON refusing NaN/Infinity (not JSON)."""
-    def bad(c):
-        raise ValueError(f"{path}: non-JSON constant {c}")
-    return json.loads(path.read_text(), parse_constant=bad)
 
-
-def _ensure_registered() -> None:
-    """The lead wires `register(app)` in medcf.cli; until then the tests add the commands."""
-    names = {c.name for c in cli.app.registered_commands}
-    if "explain" not in names:
-        explain_cli.register(cli.app)
-
-
-def run_cli(capsys, *args) -> tuple[int, str, str]:
-    _ensure_registered()
-    code = 0
-    try:
-        cli.main([str(a) for a in args])
-    except SystemExit as e:
-        code = int(e.code or 0)
-    out = capsys.readouterr()
-    return code, out.out, out.err
 
 
 def _resnet(cls, names, head, seed):

@@ -9,7 +9,6 @@ saved unit direction and λ the JSON's lambda; the walk budget is max_steps·ste
 from __future__ import annotations
 
 import csv
-import json
 import math
 import re
 from types import SimpleNamespace
@@ -20,9 +19,8 @@ import torch
 from PIL import Image
 from safetensors.torch import load_file
 
-from medcf import cli
+from _cli import run_cli, strict_json
 from medcf.classifiers import ResNetClassifier, ResNetConfig
-from medcf.cli import explain as explain_cli
 from medcf.data import SynthConfig, write_synthetic
 from medcf.encoders.stylegan_encoder import StyleGANEncoder
 from medcf.explain_runner import explainer_input_shape
@@ -34,22 +32,6 @@ RES = 32
 FIT = "64"  # fit samples: plenty for a 16-dim probe on tiny models, and fast
 
 
-def strict_json(path):
-    def bad(c):
-        raise ValueError(f"{path}: non-JSON constant {c}")
-    return json.loads(path.read_text(), parse_constant=bad)
-
-
-def run_cli(capsys, *args) -> tuple[int, str, str]:
-    if "explain" not in {c.name for c in cli.app.registered_commands}:
-        explain_cli.register(cli.app)
-    code = 0
-    try:
-        cli.main([str(a) for a in args])
-    except SystemExit as e:
-        code = int(e.code or 0)
-    out = capsys.readouterr()
-    return code, out.out, out.err
 
 
 def read_png(path) -> torch.Tensor:
