@@ -2,8 +2,8 @@
 
 Pieces, each usable on its own:
 
-- ``METHODS``: explicit name -> builder dict; a builder turns checkpoint paths into a
-  ready explainer (``build_latent_shift(classifier_dir, generator_dir, **opts)``);
+- ``build_explainer``: the method table (``medcf.counterfactual.registry.METHODS``) turns
+  checkpoint paths into a ready explainer;
 - ``open_images``: a single image file, a folder of images or any dataset path
   ``medcf.data.open_dataset`` understands, resized to the generator's resolution;
   a channel mismatch is a one-line ``ShapeError`` unless ``convert_channels=True``;
@@ -13,8 +13,8 @@ Pieces, each usable on its own:
   probabilities (atomic writes, via ``medcf.viz``).
 
 Example:
-    >>> from medcf.explain_runner import METHODS, open_images, explain_dataset
-    >>> explainer = METHODS["latent-shift"]("runs/demo/classifier", "runs/demo/vae")  # doctest: +SKIP
+    >>> from medcf.explain_runner import build_explainer, open_images, explain_dataset
+    >>> explainer = build_explainer("latent-shift", "runs/demo/classifier", "runs/demo/vae")  # doctest: +SKIP
     >>> ds = open_images("xrays/", explainer)                                        # doctest: +SKIP
     >>> for cf, batch in explain_dataset(explainer, ds, target="opposite"):          # doctest: +SKIP
     ...     print(cf.flipped.tolist())
@@ -180,38 +180,24 @@ def build_latent_probe_method(classifier_dir: str | os.PathLike, generator_dir: 
                               config=config, project_steps=project_steps, progress=progress, **kwargs)
 
 
-# Explicit name -> builder(classifier_dir, generator_dir, **opts) dict used by the CLI.
-METHODS: dict[str, Callable[..., Explainer]] = {
-    "latent-shift": build_latent_shift,
-    "latent-probe": build_latent_probe_method,
-}
-
-# The options each builder accepts (the CLI passes every option; the others are dropped).
-METHOD_OPTIONS: dict[str, tuple[str, ...]] = {
-    "latent-shift": ("iterative", "direction", "step_size", "max_steps", "max_change", "threshold",
-                     "take_at", "compose", "stop_probability", "patience", "reference", "device"),
-    "latent-probe": ("encoder", "probe_dir", "fit_samples", "seed", "step_size", "max_steps", "threshold",
-                     "take_at", "compose", "project_steps", "device", "progress"),
-}
-
-
 def build_explainer(method: str, classifier_dir, generator_dir, **opts) -> Explainer:
     """``METHODS[method](classifier_dir, generator_dir, **opts)`` with a one-line error for a typo.
 
     Options the method does not take are dropped (a warning names those that were set).
     """
+    from medcf.counterfactual.registry import METHODS
+
     if method not in METHODS:
         raise MedcfError(f"--method: unknown method {method!r}; choose one of {sorted(METHODS)}")
     if opts.get("direction") is not None and method != "latent-shift":
         raise MedcfError(f"--away-from: not supported by --method {method}")
-    accepted = METHOD_OPTIONS.get(method)
-    if accepted is not None:
-        ignored = sorted(k for k, v in opts.items()
-                         if k not in accepted and k != "progress" and v not in (None, False))
-        if ignored:
-            log.warning("%s ignores option(s) %s", method, ignored)
-        opts = {k: v for k, v in opts.items() if k in accepted and v is not None}
-    return METHODS[method](classifier_dir, generator_dir, **opts)
+    spec = METHODS[method]
+    ignored = sorted(k for k, v in opts.items()
+                     if k not in spec.options and k != "progress" and v not in (None, False))
+    if ignored:
+        log.warning("%s ignores option(s) %s", method, ignored)
+    opts = {k: v for k, v in opts.items() if k in spec.options and v is not None}
+    return spec.build(classifier_dir, generator_dir, **opts)
 
 
 # ----------------------------------------------------------------------------- inputs

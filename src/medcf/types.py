@@ -21,6 +21,12 @@ from medcf.errors import ShapeError
 Target = int | str | Sequence[int] | Tensor
 
 
+def reaches(prob: Tensor, threshold: float = 0.5) -> Tensor:
+    """The one decision rule: a target probability reaches the decision when ``prob >= threshold``
+    (a single sigmoid logit decides class 1 at logit >= 0)."""
+    return prob >= threshold
+
+
 @runtime_checkable
 class Generator(Protocol):
     """Latent -> image."""
@@ -65,7 +71,7 @@ class Counterfactual:
     @property
     def flipped(self) -> Tensor:
         """[B] bool: the counterfactual reaches the target decision."""
-        return self.prob_counterfactual >= self.threshold
+        return reaches(self.prob_counterfactual, self.threshold)
 
     def __len__(self) -> int:
         return self.original.shape[0]

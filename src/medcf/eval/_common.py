@@ -10,6 +10,7 @@ import torch
 from torch import Tensor, nn
 
 from medcf.errors import ShapeError
+from medcf.types import reaches
 
 
 def model_device(model: nn.Module) -> torch.device:
@@ -59,7 +60,7 @@ def class_probs(logits: Tensor) -> Tensor:  # [B, K] -> [B, max(K, 2)]
 def decisions(logits: Tensor) -> Tensor:  # [B, K] -> [B] long
     """The classifier's decision: argmax, or sigmoid(logit) >= 0.5 for a single logit."""
     if logits.shape[1] == 1:
-        return (logits[:, 0] >= 0).long()
+        return reaches(torch.sigmoid(logits[:, 0])).long()
     return logits.argmax(dim=1)
 
 

@@ -1,0 +1,43 @@
+"""The one explicit table of explainers: CLI name -> how to build it from checkpoints.
+
+Adding a method is one module under ``medcf/counterfactual/`` (its ``Explainer``
+subclass, config dataclass and a ``build`` function) plus one entry here; see
+docs/adding-a-method.md. Imported lazily by the CLI (it imports torch).
+
+A builder is ``build(classifier_dir, generator_dir, *, device="cpu", progress=True,
+**options) -> Explainer``; ``options`` names every keyword it accepts besides
+``device``/``progress`` (config fields and method extras such as ``encoder``).
+
+Example:
+    >>> from medcf.counterfactual.registry import METHODS
+    >>> sorted(METHODS)[:2]
+    ['latent-probe', 'latent-shift']
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass
+
+from medcf.explain_runner import build_latent_probe_method, build_latent_shift
+
+
+@dataclass(frozen=True)
+class MethodSpec:
+    build: Callable                 # build(classifier_dir, generator_dir, *, device, progress, **options)
+    options: tuple[str, ...]        # keyword options build accepts (besides device/progress)
+    backbone: str                   # what --generator (and --encoder) must be, for help and errors
+
+
+METHODS: dict[str, MethodSpec] = {
+    "latent-shift": MethodSpec(
+        build_latent_shift,
+        ("iterative", "direction", "step_size", "max_steps", "max_change", "threshold", "take_at", "compose",
+         "stop_probability", "patience", "reference", "device"),
+        "an 'ae' or 'vae' run (medcf train vae)"),
+    "latent-probe": MethodSpec(
+        build_latent_probe_method,
+        ("encoder", "probe_dir", "fit_samples", "seed", "step_size", "max_steps", "threshold", "take_at",
+         "compose", "project_steps", "device", "progress"),
+        "a 'stylegan2' run (medcf train stylegan2), optionally --encoder (medcf train encoder)"),
+}
