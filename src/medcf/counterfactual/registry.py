@@ -27,6 +27,11 @@ class MethodSpec:
     build: Callable                 # build(classifier_dir, generator_dir, *, device, progress, **options)
     options: tuple[str, ...]        # keyword options build accepts (besides device/progress)
     backbone: str                   # what --generator (and --encoder) must be, for help and errors
+    tasks: tuple[str, ...] = ("cardiomegaly", "opacity")  # benchmark tasks the method has rows for
+    # prepare(data_dir, out_dir, *, classifier_dir, task, profile, device, seed, progress) -> dict:
+    # trains (or reuses) the method's backbone(s) for `medcf benchmark` under out_dir and returns
+    # the keywords for build: {"generator_dir": ..., **options}. None: not benchmarked yet.
+    prepare: Callable | None = None
 
 
 METHODS: dict[str, MethodSpec] = {
