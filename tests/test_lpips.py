@@ -19,7 +19,7 @@ from medcf.errors import CheckpointError, DataError, ShapeError, WeightsNotFound
 from medcf.eval.lpips import LPIPS
 from medcf.eval.lpips_weights import FIX_COMMAND, import_lpips_weights, restricted_load
 
-FIXTURES = Path(__file__).resolve().parents[2] / "shared" / "fixtures" / "lpips"
+FIXTURES = Path(__file__).resolve().parent / "fixtures" / "lpips"
 
 
 def _read_rgb(name: str) -> torch.Tensor:  # -> [1, 3, 64, 64] in [-1, 1]

@@ -17,10 +17,7 @@ from medcf.generators.stylegan2.augment import (
     geometric_filter,
 )
 
-FIXTURES = Path(__file__).resolve().parents[2] / "shared" / "fixtures" / "stylegan2_ada"
-if not FIXTURES.is_dir():
-    FIXTURES = Path("/work/shared/fixtures/stylegan2_ada")
-needs_fixtures = pytest.mark.skipif(not FIXTURES.is_dir(), reason="stylegan2_ada fixtures not present")
+FIXTURES = Path(__file__).resolve().parent / "fixtures" / "stylegan2_ada"
 
 
 @pytest.fixture(autouse=True)
@@ -44,7 +41,6 @@ def _x(c: int = 1, seed: int = 0, size: int = 16) -> torch.Tensor:
 # ----------------------------------------------------------------------------- official references
 
 
-@needs_fixtures
 @pytest.mark.parametrize("key", ["aug_rgb_q10", "aug_rgb_q35", "aug_rgb_q60", "aug_rgb_q85",
                                  "aug_gray_q10", "aug_gray_q85"])
 def test_matches_official_debug_percentile(key):
@@ -57,7 +53,6 @@ def test_matches_official_debug_percentile(key):
     assert (out - refs[key]).abs().max().item() <= 1e-4
 
 
-@needs_fixtures
 def test_constant_filters_equal_official_buffers():
     buffers = load_file(str(FIXTURES / "augment_pipe_bgcf.safetensors"))
     assert torch.allclose(geometric_filter(), buffers["Hz_geom"], atol=1e-7, rtol=0)

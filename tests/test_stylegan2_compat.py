@@ -1,6 +1,6 @@
 """The in-house StyleGAN2-ADA networks against outputs of NVIDIA's official code.
 
-Reference numbers: ../shared/fixtures/stylegan2_ada (see its README): official
+Reference numbers: tests/fixtures/stylegan2_ada (see its README): official
 constructor kwargs, perturbed official state dicts (every tensor distinct,
 resample filters non-separable), and tensors computed by the official
 ``stylegan2-ada-pytorch`` on CPU with one thread. Tolerances follow the README:
@@ -25,9 +25,7 @@ from medcf.generators.stylegan2 import (
     config_from_official_kwargs,
 )
 
-FIXTURES = Path(__file__).resolve().parents[2] / "shared" / "fixtures" / "stylegan2_ada"
-pytestmark = pytest.mark.skipif(not FIXTURES.is_dir(),
-                                reason=f"StyleGAN2-ADA reference fixtures not found at {FIXTURES}")
+FIXTURES = Path(__file__).resolve().parent / "fixtures" / "stylegan2_ada"  # ships with the repository
 
 WS_TOL, IMG_TOL = 1e-5, 1e-4
 

@@ -29,8 +29,7 @@ from safetensors.torch import load_file
 from medcf.errors import CheckpointError
 from medcf.generators.stylegan2 import official_pickle as op
 
-FIXTURES = Path("/work/shared/fixtures/stylegan2_ada")
-needs_fixtures = pytest.mark.skipif(not FIXTURES.is_dir(), reason="stylegan2_ada fixtures not present")
+FIXTURES = Path(__file__).resolve().parent / "fixtures" / "stylegan2_ada"  # ships with the repository
 
 MAGIC = 0x1950A86A20F9469CFC6C          # from the README: legacy serialization magic
 BUFFER_LEAVES = {"resample_filter", "noise_const", "w_avg", "p", "Hz_geom", "Hz_fbank"}
@@ -184,7 +183,6 @@ def _exact(a: dict, b: dict) -> bool:
 # ----------------------------------------------------------------------------- parsing
 
 
-@needs_fixtures
 @pytest.mark.parametrize("protocol", [2, 3, 4])
 def test_state_dicts_and_kwargs_equal_the_fixture(tmp_path, official_globals, protocol):
     path = tmp_path / "network-snapshot.pkl"
@@ -214,7 +212,6 @@ def test_reads_torch_native_tensor_pickles():
         assert torch.equal(out["long"], torch.arange(5)) and out["s"] == {1, 2}
 
 
-@needs_fixtures
 def test_numpy_1x_scalar_global_is_accepted(tmp_path, official_globals):
     data = dump_snapshot(snapshot(), 2)
     assert b"cnumpy._core.multiarray\nscalar\n" in data
@@ -251,7 +248,6 @@ def test_code_execution_is_refused(tmp_path, maker, global_name, protocol):
     assert not side_effect.exists()
 
 
-@needs_fixtures
 def test_evil_global_inside_a_valid_snapshot_and_module_src_never_runs(tmp_path, official_globals):
     side_effect = tmp_path / "pwned"
     src = f"import os\nos.system('touch {side_effect}')\n"
@@ -293,19 +289,6 @@ def test_corrupt_inputs_give_one_line_errors(tmp_path):
 # ----------------------------------------------------------------------------- conversion
 
 
-def _official_builder_available() -> bool:
-    try:
-        from medcf.generators.stylegan2.official import build_from_official  # noqa: F401
-    except ImportError:
-        return False
-    return True
-
-
-needs_builder = pytest.mark.skipif(not _official_builder_available(),
-                                   reason="medcf.generators.stylegan2.official.build_from_official not available")
-
-
-@needs_fixtures
 def test_augment_pipe_from_pickle_reproduces_official_outputs(tmp_path, official_globals):
     path = tmp_path / "snap.pkl"
     path.write_bytes(dump_snapshot(snapshot(), 3))
@@ -323,8 +306,6 @@ def test_augment_pipe_from_pickle_reproduces_official_outputs(tmp_path, official
         torch.set_num_threads(old)
 
 
-@needs_fixtures
-@needs_builder
 def test_convert_snapshot_to_medcf_checkpoints(tmp_path, official_globals):
     from medcf.errors import MedcfError
     from medcf.generators.stylegan2.augment import AugmentPipe
@@ -365,8 +346,6 @@ def test_convert_snapshot_to_medcf_checkpoints(tmp_path, official_globals):
         op.convert_stylegan2_pkl(path, out)
 
 
-@needs_fixtures
-@needs_builder
 def test_stylegan3_snapshot_is_refused_clearly(tmp_path, official_globals):
     snap = snapshot(src="def design_lowpass_filter(numtaps, cutoff, width, fs): ...\n")
     path = tmp_path / "sg3.pkl"
@@ -404,8 +383,6 @@ def test_cli_refuses_evil_pickle_in_one_line(tmp_path, capsys):
     assert not side_effect.exists() and not (tmp_path / "out").exists()
 
 
-@needs_fixtures
-@needs_builder
 def test_cli_converts_a_snapshot(tmp_path, capsys, official_globals):
     path = tmp_path / "network-snapshot-000000.pkl"
     path.write_bytes(dump_snapshot(snapshot(), 4))
