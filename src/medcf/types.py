@@ -67,6 +67,8 @@ class Counterfactual:
     latents: Tensor | None = None  # [B, *latent] latent of the counterfactual
     threshold: float = 0.5  # decision threshold on the target probability
     info: dict[str, Any] = field(default_factory=dict)  # method, settings, timings
+    concept_paths: Tensor | None = None  # [K, T, B, C, H, W] one path per concept (DISSECT)
+    concept_probs: Tensor | None = None  # [K, T, B]
 
     @property
     def flipped(self) -> Tensor:
@@ -83,6 +85,8 @@ class Counterfactual:
             v = getattr(self, f.name)
             if isinstance(v, Tensor) and f.name in ("path", "path_probs"):
                 out[f.name] = v[:, i : i + 1]
+            elif isinstance(v, Tensor) and f.name in ("concept_paths", "concept_probs"):
+                out[f.name] = v[:, :, i : i + 1]
             elif isinstance(v, Tensor):
                 out[f.name] = v[i : i + 1]
             else:
