@@ -30,3 +30,12 @@ class NotFittedError(MedcfError):
 
 class WeightsNotFoundError(MedcfError):
     """Pretrained weights that must come from a local file or cache are absent."""
+
+
+class UnsafeFileError(CheckpointError):
+    """A file refused by a safety check: a disallowed pickle global, a structure over
+    its size/depth budget, a special file (FIFO, device) or an oversized archive member."""
+
+
+class OutputError(MedcfError):
+    """An output path that would overwrite, collide with or escape through existing files."""
