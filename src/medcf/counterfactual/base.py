@@ -181,10 +181,12 @@ class Explainer(abc.ABC):
         return 1 - t, t
 
     def check_inputs(self, x: Tensor, *, channels: int | None = None, resolution: int | None = None,
-                     modules: dict[str, Any] | None = None) -> None:
-        """Shape (and optional channels/resolution) of x; every bound module on x's device."""
+                     modules: dict[str, Any] | None = None, expected_by: str | None = None) -> None:
+        """Shape (and optional channels/resolution) of x; every bound module on x's device.
+        ``expected_by`` names the part that fixes the shape in the error (e.g. "autoencoder")."""
         name = type(self).__name__
-        expects = f" (expects [B, {channels}, {resolution}, {resolution}])" if channels else ""
+        who = f"{expected_by} " if expected_by else ""
+        expects = f" ({who}expects [B, {channels}, {resolution}, {resolution}])" if channels else ""
         check_images(x, channels=channels, resolution=resolution, name=f"{name} input{expects}")
         for mname, m in {"classifier": self.classifier, **(modules or {})}.items():
             p = next(m.parameters(), None) if isinstance(m, nn.Module) else None

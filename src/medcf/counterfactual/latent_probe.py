@@ -18,9 +18,10 @@ classes: the multinomial coefficients centred over classes).
 2. walk ``w_λ = w + λ·σ·α`` (only in the selected W+ ``layers`` if given), with λ
    in units of ``σ``, the spread of the fit samples along ``α``; every frame
    ``G(w_λ)`` is classified;
-3. stop rules as in Latent Shift: per query, stop when the target probability
-   reaches ``stop_probability`` ("reached"), when the log-odds stop rising for
-   ``patience`` frames ("no_progress") or at ``max_lambda`` ("max_lambda");
+3. the walk shared with Latent Shift (``medcf.counterfactual.walk``): per query,
+   stop when the target probability reaches ``stop_probability`` ("reached"), when
+   the log-odds stop rising for ``patience`` frames ("no_progress") or at
+   ``max_lambda`` ("max_lambda");
 4. the counterfactual is the first point past ``threshold`` (or past ``take_at``,
    a higher probability; validity is still judged at ``threshold``), located
    between the two frames around the crossing by bisection; a query that never
@@ -62,11 +63,13 @@ import torch
 from torch import Tensor, nn
 from tqdm.auto import tqdm
 
-from medcf.counterfactual._common import COMPOSE_MODES, eval_mode, logit
+from medcf.counterfactual._common import eval_mode
+from medcf.counterfactual.base import Explainer
+from medcf.counterfactual.walk import WalkConfig, latent_walk
 from medcf.encoders.generator_io import generator_fingerprint, latent_shape, map_z
 from medcf.errors import CheckpointError, MedcfError, NotFittedError, ShapeError
 from medcf.io import atomic_write_dir, first_line
-from medcf.types import Counterfactual, Target, check_images, resolve_target
+from medcf.types import Counterfactual, Target, reaches
 
 log = logging.getLogger(__name__)
 
@@ -75,42 +78,27 @@ PROBE_JSON, PROBE_TENSORS = "probe.json", "probe.safetensors"
 
 
 @dataclass(frozen=True)
-class LatentProbeConfig:
+class LatentProbeConfig(WalkConfig):
+    """Latent-probe settings (``threshold``, ``take_at``, ``keep_path``, ``compose``,
+    ``stop_probability``, ``patience``, ``min_progress``, ``refine_steps``: see ``WalkConfig``)."""
+
     truncation_psi: float = 1.0           # truncation of the w sampled for fit
     test_fraction: float = 0.2            # held-out share of the fit samples (probe accuracy)
     cv_folds: int = 5                     # cross-validation folds choosing C
     n_cs: int = 10                        # size of the C grid (LogisticRegressionCV Cs)
     max_iter: int = 2000                  # solver iterations
-    threshold: float = 0.5                # decision threshold on the target probability
-    take_at: float | None = None          # take the counterfactual at this probability (>= threshold);
-                                          # None: at the threshold. Validity is still judged at threshold
-    compose: str = "generated"            # frames: "generated" G(w_λ) | "residual" x + G(w_λ) - G(w_0)
-    stop_probability: float | None = 0.9  # extend the walk until this; None: stop at threshold
     step_size: float = 0.1                # λ increment per frame, in σ units along α
     max_lambda: float = 10.0              # give up past this λ (σ units)
-    patience: int = 5                     # frames without log-odds progress before giving up
-    min_progress: float = 1e-3            # log-odds rise that counts as progress
-    refine_steps: int = 6                 # bisection steps locating the threshold crossing
     layers: tuple[int, ...] | None = None  # W+ layers to move (None: all)
-    keep_path: bool = True                # return every frame ([T, B, C, H, W])
 
     def __post_init__(self):
+        super().__post_init__()
         where = "LatentProbeConfig"
-        if not 0.0 < self.threshold < 1.0:
-            raise ValueError(f"{where}.threshold: must lie in (0, 1), got {self.threshold}")
-        if self.take_at is not None and not self.threshold <= self.take_at < 1.0:
-            raise ValueError(f"{where}.take_at: must lie in [threshold, 1) or be None, got {self.take_at}")
-        if self.compose not in COMPOSE_MODES:
-            raise ValueError(f"{where}.compose: expected one of {list(COMPOSE_MODES)}, got {self.compose!r}")
-        if self.stop_probability is not None and not self.threshold <= self.stop_probability < 1.0:
-            raise ValueError(f"{where}.stop_probability: must lie in [threshold, 1), got {self.stop_probability}")
         if not 0.0 < self.test_fraction < 1.0 or self.cv_folds < 2 or self.n_cs < 1:
             raise ValueError(f"{where}: test_fraction in (0, 1), cv_folds >= 2, n_cs >= 1 needed, got "
                              f"{self.test_fraction}, {self.cv_folds}, {self.n_cs}")
-        if self.step_size <= 0 or self.max_lambda < self.step_size or self.patience < 1 or self.refine_steps < 0:
-            raise ValueError(f"{where}: step_size > 0, max_lambda >= step_size, patience >= 1, "
-                             f"refine_steps >= 0 needed, got {self.step_size}, {self.max_lambda}, "
-                             f"{self.patience}, {self.refine_steps}")
+        if self.max_lambda < self.step_size:
+            raise ValueError(f"{where}.max_lambda: must be >= step_size, got {self.max_lambda} < {self.step_size}")
         if self.layers is not None and (len(self.layers) == 0 or min(self.layers) < 0):
             raise ValueError(f"{where}.layers: a non-empty tuple of W+ layer indices or None, got {self.layers}")
 
@@ -148,7 +136,7 @@ def _device(module) -> torch.device:
     return p.device if p is not None else torch.device("cpu")
 
 
-class LatentProbe:
+class LatentProbe(Explainer):
     """Latent-probe explainer bound to a StyleGAN2 generator and a classifier.
 
     ``generator`` needs ``mapping(z, c, truncation_psi=...)``, ``decode(w)``, ``z_dim``,
@@ -161,21 +149,20 @@ class LatentProbe:
     """
 
     method = "latent-probe"
+    config_class = LatentProbeConfig
 
     def __init__(self, *, generator, classifier: nn.Module, encoder=None, projector=None,
                  config: LatentProbeConfig | None = None):
         for name in ("mapping", "decode"):
             if not callable(getattr(generator, name, None)):
                 raise TypeError(f"LatentProbe: generator must have a callable {name}() (a StyleGAN2 Generator)")
-        if not callable(classifier):
-            raise TypeError("LatentProbe: classifier must be callable (an nn.Module returning logits)")
         if encoder is not None and not callable(getattr(encoder, "encode", None)):
             raise TypeError("LatentProbe: encoder must have a callable encode()")
         if projector is not None and not callable(getattr(projector, "project", None)):
             raise TypeError("LatentProbe: projector must have a callable project()")
-        self.generator, self.classifier = generator, classifier
+        super().__init__(classifier=classifier, config=config)
+        self.generator = generator
         self.encoder, self.projector = encoder, projector
-        self.config = config or LatentProbeConfig()
         self.num_ws, self.w_dim = latent_shape(generator)
         if self.config.layers is not None and max(self.config.layers) >= self.num_ws:
             raise ValueError(f"LatentProbeConfig.layers: indices must be < num_ws = {self.num_ws}, "
@@ -184,26 +171,16 @@ class LatentProbe:
 
     # -- the classifier's view ---------------------------------------------------------
 
-    def _logits(self, images: Tensor) -> Tensor:
-        logits = self.classifier(images)
-        if not isinstance(logits, Tensor) or logits.ndim != 2 or logits.shape[0] != images.shape[0]:
-            got = tuple(logits.shape) if isinstance(logits, Tensor) else type(logits).__name__
-            raise ShapeError(f"LatentProbe classifier output: expected logits [B, K], got {got}")
+    def logits(self, images: Tensor) -> Tensor:
+        """[b, C, H, W] -> float logits [b, K] of a single-decision classifier."""
         if getattr(self.classifier, "head", None) in ("multilabel", "regression"):
             raise MedcfError(f"LatentProbe: a {self.classifier.head} classifier has no single decision to probe")
-        return logits.float()
-
-    def _log_odds(self, images: Tensor, target: Tensor) -> Tensor:
-        """[b, C, H, W], [b] -> [b] log-odds of the target class."""
-        logits = self._logits(images)
-        if logits.shape[1] == 1:
-            return torch.where(target == 1, logits[:, 0], -logits[:, 0])
-        own = logits.gather(1, target.view(-1, 1)).squeeze(1)
-        return own - logits.scatter(1, target.view(-1, 1), float("-inf")).logsumexp(1)
+        return super().logits(images)
 
     @staticmethod
     def _decisions(logits: Tensor) -> Tensor:
-        return (logits[:, 0] > 0).long() if logits.shape[1] == 1 else logits.argmax(1)
+        """[b, K] logits -> [b] decided class (the one decision rule for a single sigmoid logit)."""
+        return reaches(torch.sigmoid(logits[:, 0]), 0.5).long() if logits.shape[1] == 1 else logits.argmax(1)
 
     # -- fit -----------------------------------------------------------------------------
 
@@ -231,7 +208,7 @@ class LatentProbe:
                 b = min(batch_size, n_samples - i)
                 z = torch.randn(b, G.z_dim, generator=generator, device=generator.device).to(device)
                 w = map_z(G, z, truncation_psi=cfg.truncation_psi, rng=generator)[:, 0]  # [b, w_dim]
-                logits = self._logits(G.decode(w))
+                logits = self.logits(G.decode(w))
                 k = max(2, logits.shape[1])
                 ws.append(w.double().cpu())
                 ys.append(self._decisions(logits).cpu())
@@ -379,8 +356,8 @@ class LatentProbe:
         self._fitted()
         start = time.perf_counter()
         G = self.generator
-        check_images(x, channels=getattr(G, "img_channels", None), resolution=getattr(G, "img_resolution", None),
-                     name="LatentProbe input")
+        self.check_inputs(x, channels=getattr(G, "img_channels", None), resolution=getattr(G, "img_resolution", None),
+                          modules={"generator": G}, expected_by="generator")
         x = x.detach()
         w0, how = self.invert(x, generator=generator)
         return self._explain(x, w0.detach(), target, inversion=how, start=start)
@@ -394,23 +371,11 @@ class LatentProbe:
             x = self.generator.decode(w0)
         return self._explain(x, w0, target, inversion="latents", start=start)
 
-    def _targets(self, x: Tensor, target: Target | None) -> Tensor:
-        b = x.shape[0]
-        with torch.no_grad():
-            logits = self._logits(x)
-        k = max(2, logits.shape[1])
-        if target is None:
-            if k != 2:
-                raise ValueError("LatentProbe.explain: target=None (flip the decision) needs a binary classifier")
-            return 1 - self._decisions(logits)
-        names = getattr(self.classifier, "class_names", None)
-        return resolve_target(target, b, class_names=names, num_classes=k).to(x.device)
-
     def _explain(self, x: Tensor, w0: Tensor, target: Target | None, *, inversion: str,
                  start: float) -> Counterfactual:
         cfg, probe = self.config, self._fitted()
         with eval_mode(self.generator, self.classifier), torch.no_grad():
-            t = self._targets(x, target)
+            t, _ = self.targets(x, target)
             dirs = probe.directions.to(w0.device)[t.cpu()]  # [B, w_dim]
             if not torch.isfinite(dirs).all():
                 missing = sorted(set(t[~torch.isfinite(dirs).all(1)].tolist()))
@@ -420,7 +385,7 @@ class LatentProbe:
             mask = torch.zeros(self.num_ws, device=w0.device)
             mask[list(cfg.layers) if cfg.layers is not None else slice(None)] = 1.0
             delta = step.unsqueeze(1) * mask.view(1, -1, 1)  # [B, num_ws, w_dim] per unit λ
-            s_x = self._log_odds(x, t)
+            s_x = self.log_odds(x, t)
             g0 = self.generator.decode(w0)  # [B, C, H, W] the inversion's image
             offset = x - g0 if cfg.compose == "residual" else None
             out = self._walk(w0, delta, t, offset)
@@ -462,81 +427,36 @@ class LatentProbe:
         images = self.generator.decode(w0 + lam.view(-1, 1, 1) * delta)  # [b, C, H, W]
         if offset is not None:
             images = (images + offset).clamp(-1.0, 1.0)
-        return images, self._log_odds(images, t)
+        return images, self.log_odds(images, t)
 
     def _walk(self, w0: Tensor, delta: Tensor, t: Tensor, offset: Tensor | None) -> dict:
+        """The shared latent walk along λ (the state: λ [B] in σ units)."""
         cfg = self.config
-        b, dev = w0.shape[0], w0.device
-        thr = logit(cfg.take_at if cfg.take_at is not None else cfg.threshold)  # where the cf is taken
-        stop_at = max(thr, logit(cfg.stop_probability)) if cfg.stop_probability is not None else thr
-        zero = torch.zeros(b, device=dev)
+        zero = torch.zeros(w0.shape[0], device=w0.device)
 
         def part(i):  # the offset of queries i (None when frames are pure generator images)
             return None if offset is None else offset[i]
 
+        def render(idx: Tensor, lam: Tensor) -> tuple[Tensor, Tensor]:
+            return self._frames(w0[idx], delta[idx], lam, t[idx], part(idx))
+
+        def step(idx: Tensor, lam: Tensor):
+            lam_new = lam + cfg.step_size
+            return (lam_new, *render(idx, lam_new))
+
         rec, s_rec = self._frames(w0, delta, zero, t, offset)
-
-        lam = zero.clone()
-        s_cur, best_s, best_lam = s_rec.clone(), s_rec.clone(), zero.clone()
-        since = torch.zeros(b, dtype=torch.long, device=dev)
-        found = s_rec >= thr
-        cross_lo, cross_hi = zero.clone(), zero.clone()
-        active = ~(found & (s_rec >= stop_at))
-        reason = ["" if a else "reached" for a in active.tolist()]
-        n_frames = torch.ones(b, dtype=torch.long, device=dev)
-        last = rec.clone()
-        path, path_s = ([rec.clone()], [s_rec.clone()]) if cfg.keep_path else ([], [])
-
-        for _ in range(int(math.floor(cfg.max_lambda / cfg.step_size + 1e-9))):
-            idx = active.nonzero().squeeze(1)
-            if idx.numel() == 0:
-                break
-            lam_new = lam[idx] + cfg.step_size
-            img, s_new = self._frames(w0[idx], delta[idx], lam_new, t[idx], part(idx))
-            newly = ~found[idx] & (s_new >= thr)
-            nidx = idx[newly]
-            cross_lo[nidx], cross_hi[nidx] = lam[nidx], lam_new[newly]
-            found[nidx] = True
-            lam[idx], s_cur[idx], last[idx] = lam_new, s_new, img
-            n_frames[idx] += 1
-            improved = s_new > best_s[idx] + cfg.min_progress
-            iidx = idx[improved]
-            best_s[iidx], best_lam[iidx] = s_new[improved], lam_new[improved]
-            since[idx] = torch.where(improved, 0, since[idx] + 1)
-            for i in idx.tolist():
-                if found[i] and s_cur[i] >= stop_at:
-                    reason[i] = "reached"
-                elif since[i] >= cfg.patience:
-                    reason[i] = "no_progress"
-                else:
-                    continue
-                active[i] = False
-            if cfg.keep_path:
-                path.append(last.clone())
-                path_s.append(s_cur.clone())
-        for i in active.nonzero().squeeze(1).tolist():
-            reason[i] = "max_lambda"
-
-        # counterfactual: the refined crossing, else the best frame
-        lam_cf = best_lam.clone()
-        at_start = found & (s_rec >= thr)
-        lam_cf[at_start] = 0.0
-        crossed = found & ~at_start
-        if crossed.any():
-            lo, hi = cross_lo[crossed], cross_hi[crossed]
-            for _ in range(cfg.refine_steps):
-                mid = 0.5 * (lo + hi)
-                _, s_mid = self._frames(w0[crossed], delta[crossed], mid, t[crossed], part(crossed))
-                past = s_mid >= thr
-                hi, lo = torch.where(past, mid, hi), torch.where(past, lo, mid)
-            lam_cf[crossed] = hi
-        img_cf, s_cf = self._frames(w0, delta, lam_cf, t, offset)
+        res = latent_walk(step, render, start=zero, frame0=rec, s0=s_rec, level=cfg.take_logit,
+                          stop_at=cfg.stop_logit, step_size=cfg.step_size,
+                          max_steps=int(math.floor(cfg.max_lambda / cfg.step_size + 1e-9)),
+                          patience=cfg.patience, min_progress=cfg.min_progress, refine_steps=cfg.refine_steps,
+                          keep_path=cfg.keep_path, max_reason="max_lambda")
         return {
-            "reconstruction": rec, "counterfactual": img_cf, "w_cf": w0 + lam_cf.view(-1, 1, 1) * delta,
-            "prob_rec": torch.sigmoid(s_rec), "prob_cf": torch.sigmoid(s_cf), "found": found,
-            "lam": lam_cf, "n_frames": n_frames, "stop_reason": reason,
-            "path": torch.stack(path) if cfg.keep_path else None,
-            "path_probs": torch.sigmoid(torch.stack(path_s)) if cfg.keep_path else None,
+            "reconstruction": rec, "counterfactual": res.counterfactual,
+            "w_cf": w0 + res.state.view(-1, 1, 1) * delta,
+            "prob_rec": torch.sigmoid(s_rec), "prob_cf": torch.sigmoid(res.log_odds), "found": res.found,
+            "lam": res.state, "n_frames": res.n_frames, "stop_reason": res.stop_reason,
+            "path": res.path,
+            "path_probs": torch.sigmoid(res.path_log_odds) if res.path_log_odds is not None else None,
         }
 
 
