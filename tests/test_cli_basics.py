@@ -1,27 +1,28 @@
-"""The CLI's error contract: one line on stderr, exit code 2, no traceback."""
+"""The CLI's error contract: one line on stderr, exit code 2, no traceback (in-process runs)."""
 
-import subprocess
-import sys
-
-
-def run_cli(*args):
-    return subprocess.run([sys.executable, "-m", "medcf", *args], capture_output=True, text=True)
+from _cli import run_cli
 
 
-def test_help_lists_command_groups():
-    out = run_cli("--help")
-    assert out.returncode == 0
-    for name in ("data", "train", "info"):
-        assert name in out.stdout
+def test_help_lists_command_groups(capsys):
+    code, out, _ = run_cli(capsys, "--help")
+    assert code == 0
+    for name in ("data", "train", "info", "explain"):
+        assert name in out
 
 
-def test_user_error_is_one_line_exit_2(tmp_path):
-    out = run_cli("info", str(tmp_path / "missing"))
-    assert out.returncode == 2
-    assert out.stderr.strip().count("\n") == 0
-    assert "missing" in out.stderr and "Traceback" not in out.stderr
+def test_user_error_is_one_line_exit_2(tmp_path, capsys):
+    code, _, err = run_cli(capsys, "info", tmp_path / "missing")
+    assert code == 2
+    assert err.strip().count("\n") == 0
+    assert "missing" in err and "Traceback" not in err
 
 
-def test_debug_shows_traceback(tmp_path):
-    out = run_cli("--debug", "info", str(tmp_path / "missing"))
-    assert out.returncode != 0 and "Traceback" in out.stderr
+def test_debug_shows_traceback(tmp_path, capsys):
+    from medcf.errors import MedcfError
+
+    try:
+        run_cli(capsys, "--debug", "info", tmp_path / "missing")
+    except MedcfError as e:  # --debug re-raises instead of printing one line
+        assert "missing" in str(e)
+    else:
+        raise AssertionError("--debug did not re-raise the error")

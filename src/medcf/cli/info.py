@@ -7,13 +7,13 @@ from pathlib import Path
 
 import typer
 
-from medcf.io import read_header
-
 _CONFIG_FACTS = ("resolution", "channels", "class_names", "num_classes", "latent_dim", "task")
 
 
 def describe_checkpoint(path: str | Path) -> dict:
     """A summary dict of a model or run directory: kind, shape facts, training steps."""
+    from medcf.io import read_header  # imports torch: not at `medcf --help` time
+
     header = read_header(path)
     config = header.get("config", {})
     meta = header.get("meta", {})

