@@ -33,7 +33,8 @@ def test_sample_dict_contract_and_range():
         s = ds[1]
         shapes = {"image": (1, res, res), "label": (), "index": (), "ctr": (), "heart_mask": (1, res, res),
                   "lesion": (), "lesion_mask": (1, res, res), "fo_flags": (3,), "fo_masks": (3, res, res),
-                  "spurious": (), "nuisance": (len(NUISANCE_NAMES),)}
+                  "spurious": (), "nuisance": (len(NUISANCE_NAMES),), "blunted": (),
+                  "effusion_mask": (1, res, res)}
         assert set(s) == set(shapes)
         for key, shape in shapes.items():
             assert tuple(s[key].shape) == shape, key
@@ -41,7 +42,7 @@ def test_sample_dict_contract_and_range():
             assert s[key].dtype == want, key
         assert s["image"].min() >= -1.0 and s["image"].max() <= 1.0
         assert s["image"].std() > 0.1  # not a blank image
-        for key in ("heart_mask", "lesion_mask", "fo_masks"):
+        for key in ("heart_mask", "lesion_mask", "fo_masks", "effusion_mask"):
             assert set(torch.unique(s[key]).tolist()) <= {0.0, 1.0}
         assert int(s["index"]) == 1
 
@@ -168,7 +169,8 @@ def test_writer_folder_format(tmp_path):
         fh.seek(0)
         header = fh.readline().strip().split(",")
     assert header == (["index", "split", "image", "label", "ctr", "lesion", "pacemaker", "electrodes",
-                       "marker", "spurious"] + list(NUISANCE_NAMES) + ["heart_mask", "lesion_mask", "fo_mask"])
+                       "marker", "spurious"] + list(NUISANCE_NAMES)
+                      + ["heart_mask", "lesion_mask", "fo_mask", "blunted", "effusion_mask"])
     assert [int(r["index"]) for r in rows] == list(range(12))
     assert [r["split"] for r in rows][7:10] == ["train", "val", "test"]
     ds = SyntheticDataset(cfg, n=12, seed=5)
@@ -190,6 +192,7 @@ def test_writer_folder_format(tmp_path):
             assert np.array_equal(les, s["lesion_mask"][0].numpy() * 255)
         else:
             assert r["lesion_mask"] == ""
+        assert int(r["blunted"]) == 0 and r["effusion_mask"] == ""  # opacity task: recesses sharp
         files |= {r["image"], r["heart_mask"], r["fo_mask"]} | ({r["lesion_mask"]} - {""})
     on_disk = {str(p.relative_to(out)) for p in out.rglob("*") if p.is_file()}
     assert on_disk == files | {"dataset.json", "metadata.csv"}
@@ -237,3 +240,71 @@ def test_cli_synth_and_error_paths(tmp_path, capsys):
         assert e.value.code == 2
         err = capsys.readouterr().err.strip()
         assert err.count("\n") == 0 and word in err and "Traceback" not in err
+
+
+# ----------------------------------------------------------------------------- pleural effusion
+
+
+def test_effusion_label_is_blunted_and_fluid_fills_a_lateral_recess():
+    cfg = SynthConfig(task="effusion", resolution=64, **CLEAN)
+    assert cfg.class_names == ("sharp", "blunted")
+    labels = []
+    for i in range(40):
+        s = render_sample(cfg, 0, i)
+        labels.append(s.label)
+        assert s.blunted == bool(s.label) == bool(s.effusion_mask.any())
+        assert not s.lesion and not s.lesion_mask.any()
+        if not s.blunted:
+            continue
+        # the same anatomy without fluid: equal outside the fluid (its anti-aliased rim, up to
+        # 2 px at the thin lateral lung edge, aside), brighter inside (fluid replaces air), and
+        # the fluid lies low and lateral in the lung field
+        sharp = render_sample(replace(cfg, positive_rate=0.0), 0, i)
+        assert sharp.label == 0 and not sharp.effusion_mask.any()
+        diff = s.image - sharp.image
+        near = s.effusion_mask.copy()
+        for dy in range(-2, 3):
+            for dx in range(-2, 3):
+                near |= np.roll(s.effusion_mask, (dy, dx), axis=(0, 1))
+        assert np.abs(diff[~near]).max() < 1e-6
+        assert diff[s.effusion_mask].mean() > 0.3
+        rows, cols = np.nonzero(s.effusion_mask)
+        assert rows.min() > 24 and rows.mean() > 34, "fluid sits low in the lung field"
+        centre = np.abs(cols + 0.5 - 32) / 32  # 0 at the midline, 1 at the image edge
+        assert centre.min() > 0.25, "fluid is lateral: none near the midline (heart, spine)"
+    assert 10 < sum(labels) < 30  # positive_rate 0.5
+
+
+def test_effusion_height_grows_the_fluid_and_other_tasks_stay_sharp():
+    lo = SynthConfig(task="effusion", resolution=64, positive_rate=1.0, effusion_height_range=(0.08, 0.08), **CLEAN)
+    hi = replace(lo, effusion_height_range=(0.2, 0.2))
+    for i in range(6):
+        a, b = render_sample(lo, 1, i), render_sample(hi, 1, i)
+        assert a.blunted and b.blunted
+        assert a.effusion_mask.sum() < b.effusion_mask.sum() and not (a.effusion_mask & ~b.effusion_mask).any()
+    for task in ("cardiomegaly", "opacity"):
+        for i in range(10):
+            s = render_sample(SynthConfig(task=task, resolution=32), 0, i)
+            assert not s.blunted and not s.effusion_mask.any()
+    with pytest.raises(DataError, match="effusion_height_range"):
+        SynthConfig(task="effusion", effusion_height_range=(0.3, 0.1))
+
+
+def test_effusion_writer_and_folder_round_trip(tmp_path, capsys):
+    from medcf.data import open_dataset
+
+    cfg = SynthConfig(task="effusion", resolution=32)
+    cli_main(["data", "synth", "--task", "effusion", "--n", "10", "--resolution", "32", "--seed", "2",
+              "--out", str(tmp_path / "eff"), "--no-progress"])
+    assert "blunted" in capsys.readouterr().out
+    with open(tmp_path / "eff" / "metadata.csv", newline="") as fh:
+        rows = list(csv.DictReader(fh))
+    mem = SyntheticDataset(cfg, n=10, seed=2)
+    disk = open_dataset(tmp_path / "eff")
+    assert disk.class_names == ("sharp", "blunted") and any(int(r["blunted"]) for r in rows)
+    for k, r in enumerate(rows):
+        a, b = disk[k], mem[int(r["index"])]
+        assert a.keys() == b.keys()
+        assert int(r["blunted"]) == int(r["label"]) == int(b["blunted"]) == int(a["blunted"])
+        assert (r["effusion_mask"] != "") == bool(int(r["blunted"]))
+        assert torch.equal(a["effusion_mask"], b["effusion_mask"])

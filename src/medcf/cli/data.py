@@ -12,7 +12,7 @@ app = typer.Typer(help="Dataset tools.", no_args_is_help=True)
 @app.command("synth")
 def synth_command(
     out: Path = typer.Option(..., "--out", help="Output folder (must be empty unless --overwrite)."),
-    task: str = typer.Option("cardiomegaly", "--task", help="cardiomegaly | opacity."),
+    task: str = typer.Option("cardiomegaly", "--task", help="cardiomegaly | opacity | effusion."),
     n: int = typer.Option(5000, "--n", help="Number of images."),
     resolution: int = typer.Option(64, "--resolution", help="Image size in pixels (32..256)."),
     seed: int = typer.Option(0, "--seed", help="Benchmark seed; sample i depends only on (seed, i)."),

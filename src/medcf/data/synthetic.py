@@ -2,7 +2,7 @@
 
 Every factor of an image is drawn from a numpy Generator seeded by
 ``(seed, index)``, so sample ``i`` is the same whatever order samples are made
-in. Two tasks:
+in. Three tasks:
 
 - ``cardiomegaly``: label = CTR > 0.5, where CTR (cardiothoracic ratio) = heart
   width / thorax width (widest horizontal extents, in the patient frame). CTR is
@@ -11,6 +11,12 @@ in. Two tasks:
   exactly ``ctr > 0.5`` on the float32 value.
 - ``opacity``: label = a lesion is present in a lung field (``lesion_mask``);
   CTR is drawn from the whole ``ctr_range`` independently of the label.
+- ``effusion``: label = a costophrenic recess is blunted by pleural fluid
+  (``blunted``; ``effusion_mask`` marks the fluid). The fluid fills the lowest
+  lateral corner of one lung field (patient right, left, or both) up to a
+  meniscus that rises towards the lateral chest wall; its height above the
+  costophrenic angle is drawn from ``effusion_height_range``. CTR is drawn from
+  the whole ``ctr_range``. In the other tasks every recess is sharp.
 
 Foreign objects (pacemaker with lead, ECG electrodes, laterality marker) are
 drawn independently of the label at their own rates. The spurious token (a
@@ -46,7 +52,8 @@ from medcf.errors import DataError
 FO_NAMES = ("pacemaker", "electrodes", "marker")
 NUISANCE_NAMES = ("rotation", "shift_x", "shift_y", "thorax_width", "contrast", "brightness",
                   "noise", "blur")
-CLASS_NAMES = {"cardiomegaly": ("normal", "cardiomegaly"), "opacity": ("clear", "opacity")}
+CLASS_NAMES = {"cardiomegaly": ("normal", "cardiomegaly"), "opacity": ("clear", "opacity"),
+               "effusion": ("sharp", "blunted")}
 MIN_RESOLUTION, MAX_RESOLUTION = 32, 256
 
 
@@ -54,13 +61,14 @@ MIN_RESOLUTION, MAX_RESOLUTION = 32, 256
 class SynthConfig:
     """Everything that defines a synthetic benchmark (ranges are (low, high), drawn uniformly)."""
 
-    task: str = "cardiomegaly"                        # "cardiomegaly" | "opacity"
+    task: str = "cardiomegaly"                        # "cardiomegaly" | "opacity" | "effusion"
     resolution: int = 64                              # square images, 32..256
     positive_rate: float = 0.5                        # P(label = 1)
     ctr_range: tuple[float, float] = (0.36, 0.66)     # cardiothoracic ratio range
     ctr_gap: float = 0.02                             # cardiomegaly: |ctr - 0.5| >= ctr_gap
     lesion_radius_range: tuple[float, float] = (0.04, 0.075)  # opacity radius, fraction of width
     lesion_intensity_range: tuple[float, float] = (0.15, 0.25)  # added density of the opacity
+    effusion_height_range: tuple[float, float] = (0.10, 0.22)   # meniscus above the angle, fraction of width
     pacemaker_rate: float = 0.15                      # P(pacemaker with lead)
     electrodes_rate: float = 0.3                      # P(ECG electrodes)
     marker_rate: float = 0.5                          # P(laterality marker "L")
@@ -94,6 +102,8 @@ class SynthConfig:
             raise DataError(f"SynthConfig.ctr_range: must lie within [0.2, 0.72], got {self.ctr_range}")
         if not 0.0 <= self.ctr_gap < 0.2:
             raise DataError(f"SynthConfig.ctr_gap: must be in [0, 0.2), got {self.ctr_gap}")
+        if not 0.03 <= self.effusion_height_range[0] <= self.effusion_height_range[1] <= 0.4:
+            raise DataError(f"SynthConfig.effusion_height_range: must lie within [0.03, 0.4], got {self.effusion_height_range}")
         if not (0.5 <= self.thorax_width_range[0] and self.thorax_width_range[1] <= 0.85):
             raise DataError(f"SynthConfig.thorax_width_range: must lie within [0.5, 0.85], got {self.thorax_width_range}")
 
@@ -116,6 +126,8 @@ class SynthSample:
     fo_masks: np.ndarray     # [3, H, W] bool
     spurious: bool
     nuisance: np.ndarray     # [len(NUISANCE_NAMES)] float32
+    blunted: bool = False    # a costophrenic recess is blunted by pleural fluid
+    effusion_mask: np.ndarray | None = None  # [H, W] bool: the fluid (all False when sharp)
 
 
 def _lerp(rng_range: tuple[float, float], t: float) -> float:
@@ -145,6 +157,7 @@ def render_sample(config: SynthConfig, seed: int, index: int) -> SynthSample:
                          u[4] < config.marker_rate])
     spurious = bool(label == 1 and u[5] < config.spurious_rate)
     lesion = config.task == "opacity" and label == 1
+    blunted = config.task == "effusion" and label == 1
 
     # 2. nuisance
     rot = _lerp(config.rotation_range, u[6])
@@ -229,6 +242,22 @@ def render_sample(config: SynthConfig, seed: int, index: int) -> SynthSample:
         d += amp * D.coverage(les_sd, px) * lung
         lesion_mask = (les_sd <= 0) & (lung_sd <= 0)
 
+    # 6b. pleural effusion: fluid fills the lateral costophrenic recess of one or both lungs
+    effusion_mask = np.zeros(g.u.shape, bool)
+    if blunted:
+        sides = (-1.0,) if u[46] < 0.4 else (1.0,) if u[46] < 0.8 else (-1.0, 1.0)
+        h = 2.0 * _lerp(config.effusion_height_range, u[47])
+        for side in sides:
+            a_cp, y_cp = _costophrenic_angle(lcx, lcy, lax, lay, ydb, dome_h, right_up * (side < 0))
+            # meniscus: concave, from the angle's level at the dome's apex (|x| = lcx) up to
+            # y_cp - h at the angle and beyond, so only the lateral recess fills
+            r = np.clip((AX - lcx) * (1.0 / (a_cp - lcx)), 0.0, 1.0)
+            fluid_sd = np.maximum(np.maximum(lung_sd, (y_cp - h * r * (0.4 + 0.6 * r)) - Y), lcx - AX)
+            fluid_sd = np.where(side * X > 0, fluid_sd, 1.0)
+            # the fluid replaces the air of the lung: back to soft-tissue density
+            d += 0.30 * D.coverage(fluid_sd, px)
+            effusion_mask |= fluid_sd <= 0
+
     # 7. foreign objects on the patient (canonical frame) and on the detector (image frame)
     fo_masks = np.zeros((3,) + g.u.shape, bool)
     e_jitter = rng.random((5, 2))
@@ -287,7 +316,22 @@ def render_sample(config: SynthConfig, seed: int, index: int) -> SynthSample:
 
     return SynthSample(image=img, label=label, ctr=ctr, heart_mask=heart_sd <= 0, lesion=lesion,
                        lesion_mask=lesion_mask, fo_flags=fo_flags, fo_masks=fo_masks,
-                       spurious=spurious, nuisance=nuisance)
+                       spurious=spurious, nuisance=nuisance, blunted=blunted,
+                       effusion_mask=effusion_mask)
+
+
+def _costophrenic_angle(lcx, lcy, lax, lay, ydb, dome_h, lift) -> tuple[float, float]:
+    """(|x|, y) of the lateral costophrenic angle: the lowest point of the lung's lateral half,
+    where the lower edge of the lung ellipse meets the diaphragm dome (lifted by ``lift``)."""
+    t = _ANGLE_T                                            # [K] in [0, 1], fraction of lax
+    lower = lcy + lay * np.sqrt(1.0 - t * t)                # ellipse's lower edge
+    dome = ydb - dome_h * (1.0 - t * t) - lift
+    bottom = np.minimum(lower, dome)
+    k = int(np.argmax(bottom))
+    return float(lcx + lax * t[k]), float(bottom[k])
+
+
+_ANGLE_T = np.linspace(0.0, 1.0, 129)
 
 
 def sample_to_tensors(sample: SynthSample, index: int) -> dict[str, torch.Tensor]:
@@ -305,7 +349,15 @@ def sample_to_tensors(sample: SynthSample, index: int) -> dict[str, torch.Tensor
         "fo_masks": torch.from_numpy(sample.fo_masks.astype(np.float32)),    # [3, H, W]
         "spurious": torch.tensor(float(sample.spurious), dtype=f32),
         "nuisance": torch.from_numpy(sample.nuisance),                        # [8]
+        "blunted": torch.tensor(float(sample.blunted), dtype=f32),
+        "effusion_mask": torch.from_numpy(_effusion_mask(sample)[None].astype(np.float32)),  # [1, H, W]
     }
+
+
+def _effusion_mask(sample: SynthSample) -> np.ndarray:  # [H, W] bool
+    if sample.effusion_mask is None:
+        return np.zeros(sample.image.shape, bool)
+    return sample.effusion_mask
 
 
 class SyntheticDataset(Dataset):

@@ -5,9 +5,12 @@ Folder format (``format: "medcf-synthetic"``, version 1)::
     DIR/dataset.json   {"format", "version", "task", "resolution", "n", "seed",
                         "class_names", "fo_names", "nuisance_names", "config"}
     DIR/metadata.csv   index,split,image,label,ctr,lesion,<fo names>,spurious,
-                       <nuisance names>,heart_mask,lesion_mask,fo_mask
+                       <nuisance names>,heart_mask,lesion_mask,fo_mask[,blunted,effusion_mask]
     DIR/images/*.png   8-bit grey, pixel = round((x + 1) / 2 * 255)
-    DIR/masks/*.png    heart and lesion 0/255; fo bit-packed (bit k = fo_names[k])
+    DIR/masks/*.png    heart, lesion and effusion 0/255; fo bit-packed (bit k = fo_names[k])
+
+The ``blunted`` and ``effusion_mask`` columns came with the effusion task; a
+folder written before them reads as all recesses sharp.
 
 Items carry every synthetic key of the sample-dict contract; ``"index"`` is the
 sample's index in the benchmark (the ``index`` column), so item ``i`` of a
@@ -161,13 +164,15 @@ class SyntheticFolderDataset(Dataset):
             self._fo_flags = floats(self.fo_names)
             self._spurious = floats(["spurious"])[:, 0]
             self._nuisance = floats(self.nuisance_names)
+            self._blunted = np.array([float(r.get("blunted") or 0) for r in rows], dtype=np.float32)
         except (ValueError, TypeError) as e:
             raise DataError(f"{path}: bad number in metadata ({first_line(e)})") from e
         bad = (self._label < 0) | (self._label >= len(self.class_names))
         if bad.any():
             raise DataError(f"{path}: label {int(self._label[bad][0])} out of range for "
                             f"classes {self.class_names}")
-        self._files = [(r["image"], r["heart_mask"], r["lesion_mask"], r["fo_mask"]) for r in rows]
+        self._files = [(r["image"], r["heart_mask"], r["lesion_mask"], r["fo_mask"],
+                        r.get("effusion_mask") or "") for r in rows]
 
     def _paths(self, k: int) -> list[Path]:
         return [self.root / p for p in self._files[k] if p]
@@ -199,7 +204,8 @@ class SyntheticFolderDataset(Dataset):
                 raise DataError(f"{self.root}: no readable samples")
 
     def _select(self, keep: np.ndarray) -> None:
-        for name in ("_index", "_label", "_ctr", "_lesion", "_fo_flags", "_spurious", "_nuisance"):
+        for name in ("_index", "_label", "_ctr", "_lesion", "_fo_flags", "_spurious", "_nuisance",
+                     "_blunted"):
             setattr(self, name, getattr(self, name)[keep])
         self._files = [self._files[k] for k in keep]
 
@@ -214,7 +220,7 @@ class SyntheticFolderDataset(Dataset):
         return (m >= 0.5).float()
 
     def _load(self, k: int) -> dict[str, torch.Tensor]:
-        image_rel, heart_rel, lesion_rel, fo_rel = self._files[k]
+        image_rel, heart_rel, lesion_rel, fo_rel, effusion_rel = self._files[k]
         arr = read_pixels(self.root / image_rel)  # [H, W, C] in [0, 1]
         n = self.native_resolution
         if arr.shape[:2] != (n, n):
@@ -223,18 +229,22 @@ class SyntheticFolderDataset(Dataset):
         heart = _read_mask(self.root / heart_rel) > 127  # [H, W]
         lesion = (_read_mask(self.root / lesion_rel) > 127) if lesion_rel else np.zeros((n, n), bool)
         fo = _read_mask(self.root / fo_rel)
-        for p, m in ((heart_rel, heart), (lesion_rel, lesion), (fo_rel, fo)):
+        effusion = ((_read_mask(self.root / effusion_rel) > 127) if effusion_rel
+                    else np.zeros((n, n), bool))
+        for p, m in ((heart_rel, heart), (lesion_rel, lesion), (fo_rel, fo), (effusion_rel, effusion)):
             if m.shape != (n, n):
                 raise DataError(f"{self.root / p}: mask is {m.shape[1]}x{m.shape[0]}, expected {n}x{n}")
         bits = np.stack([(fo >> b) & 1 for b in range(len(self.fo_names))]).astype(np.float32)
         masks = torch.from_numpy(np.concatenate(
-            [heart[None].astype(np.float32), lesion[None].astype(np.float32), bits]))
-        masks = self._resize_masks(masks)  # [2 + F, R, R]
+            [heart[None].astype(np.float32), lesion[None].astype(np.float32),
+             effusion[None].astype(np.float32), bits]))
+        masks = self._resize_masks(masks)  # [3 + F, R, R]
         return {
             "image": pixels_to_tensor(arr, self.resolution, self.channels),  # [C, R, R]
             "heart_mask": masks[0:1].clone(),                                 # [1, R, R]
             "lesion_mask": masks[1:2].clone(),                                # [1, R, R]
-            "fo_masks": masks[2:].clone(),                                    # [F, R, R]
+            "effusion_mask": masks[2:3].clone(),                              # [1, R, R]
+            "fo_masks": masks[3:].clone(),                                    # [F, R, R]
         }
 
     def __len__(self) -> int:
@@ -263,6 +273,8 @@ class SyntheticFolderDataset(Dataset):
             "fo_masks": item["fo_masks"],
             "spurious": torch.tensor(float(self._spurious[i]), dtype=torch.float32),
             "nuisance": torch.from_numpy(self._nuisance[i].copy()),    # [len(nuisance_names)]
+            "blunted": torch.tensor(float(self._blunted[i]), dtype=torch.float32),
+            "effusion_mask": item["effusion_mask"],                    # [1, R, R]
         }
 
     def verify(self) -> None:

@@ -5,9 +5,11 @@ Folder format (read back by ``medcf.data.open_dataset``)::
     DIR/dataset.json           {"format": "medcf-synthetic", "version": 1, "task", "resolution",
                                 "n", "seed", "class_names", "fo_names", "nuisance_names", "config"}
     DIR/metadata.csv           index,split,image,label,ctr,lesion,pacemaker,electrodes,marker,
-                               spurious,<nuisance names>,heart_mask,lesion_mask,fo_mask
+                               spurious,<nuisance names>,heart_mask,lesion_mask,fo_mask,
+                               blunted,effusion_mask
     DIR/images/000000.png      8-bit grey, pixel = round((x + 1) / 2 * 255)
     DIR/masks/000000_heart.png 0/255;  000000_lesion.png 0/255 (only when a lesion exists)
+    DIR/masks/000000_effusion.png 0/255 (only when a recess is blunted)
     DIR/masks/000000_fo.png    1 * pacemaker + 2 * electrodes + 4 * marker
 
 Samples are rendered, saved and forgotten one at a time (flat memory); the CSV
@@ -54,7 +56,7 @@ log = logging.getLogger(__name__)
 
 FORMAT, VERSION = "medcf-synthetic", 1
 CSV_COLUMNS = (("index", "split", "image", "label", "ctr", "lesion") + FO_NAMES + ("spurious",)
-               + NUISANCE_NAMES + ("heart_mask", "lesion_mask", "fo_mask"))
+               + NUISANCE_NAMES + ("heart_mask", "lesion_mask", "fo_mask", "blunted", "effusion_mask"))
 _OWN_ENTRIES = ("dataset.json", "metadata.csv", "images", "masks")
 _CHUNK = 256  # samples per worker task
 
@@ -102,10 +104,14 @@ def _write_one(sample: SynthSample, index: int, root: Path) -> list[str]:
     if sample.lesion:
         lesion = f"masks/{stem}_lesion.png"
         _save_png(root / lesion, sample.lesion_mask.astype(np.uint8) * 255)
+    effusion = ""
+    if sample.blunted:
+        effusion = f"masks/{stem}_effusion.png"
+        _save_png(root / effusion, sample.effusion_mask.astype(np.uint8) * 255)
     flags = [str(int(f)) for f in sample.fo_flags]
     return ([str(index), split_of(index), image, str(sample.label), _num(sample.ctr),
              str(int(sample.lesion))] + flags + [str(int(sample.spurious))]
-            + [_num(v) for v in sample.nuisance] + [heart, lesion, fo])
+            + [_num(v) for v in sample.nuisance] + [heart, lesion, fo, str(int(sample.blunted)), effusion])
 
 
 def _write_chunk(args: tuple[SynthConfig, int, int, int, str]) -> list[list[str]]:
@@ -185,7 +191,7 @@ def write_synthetic(config: SynthConfig, n: int, out_dir: str | os.PathLike, see
 
 def save_sample_grid(config: SynthConfig, path: str | os.PathLike, *, n: int = 8, seed: int = 0,
                      offset: int = 0) -> Path:
-    """Save a PNG with ``n`` samples: the image, then mask overlays (heart/lesion and objects).
+    """Save a PNG with ``n`` samples: the image, then mask overlays (heart/lesion/fluid, objects).
 
     Example:
         >>> save_sample_grid(SynthConfig(resolution=128), "docs/img/synthetic_grid.png")  # doctest: +SKIP
@@ -203,7 +209,7 @@ def save_sample_grid(config: SynthConfig, path: str | os.PathLike, *, n: int = 8
             ax.imshow(s.image, cmap="gray", vmin=-1, vmax=1, interpolation="nearest")
             ax.set_xticks([])
             ax.set_yticks([])
-        task_layer = np.where(s.lesion_mask, 2, np.where(s.heart_mask, 1, 0))
+        task_layer = np.where(s.lesion_mask | s.effusion_mask, 2, np.where(s.heart_mask, 1, 0))
         axes[1, j].imshow(task_layer, cmap=task_cmap, vmin=0, vmax=2, interpolation="nearest")
         fo_layer = np.zeros(s.image.shape, int)
         for k in range(len(FO_NAMES)):
@@ -213,7 +219,7 @@ def save_sample_grid(config: SynthConfig, path: str | os.PathLike, *, n: int = 8
         axes[0, j].set_title(f"{name}\nCTR {s.ctr:.2f}" + (" +token" if s.spurious else ""), fontsize=8)
         objs = [f for f, on in zip(FO_NAMES, s.fo_flags, strict=True) if on]
         axes[2, j].set_xlabel(", ".join(objs) or "no objects", fontsize=7)
-    axes[1, 0].set_ylabel("heart / lesion", fontsize=8)
+    axes[1, 0].set_ylabel("heart / lesion / fluid", fontsize=8)
     axes[2, 0].set_ylabel("foreign objects", fontsize=8)
     fig.tight_layout()
     return atomic_write(path, lambda p: fig.savefig(p, format="png"))
