@@ -229,7 +229,7 @@ class Explainer(abc.ABC):
         info.setdefault("settings", dataclasses.asdict(cfg))
         info["found"] = choice.found.tolist()
         info["frame_index"] = choice.index.tolist()
-        info["n_frames"] = int(path.shape[0])
+        info["n_frames"] = [int(path.shape[0])] * x.shape[0]  # per query (viz reads it so)
         if start_time is not None:
             info["seconds"] = time.perf_counter() - start_time
         names = getattr(self.classifier, "class_names", None)

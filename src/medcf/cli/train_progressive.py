@@ -1,0 +1,49 @@
+"""``medcf train progressive|dissect``: a generator trained for one classifier."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import typer
+
+
+def register(app: typer.Typer) -> None:
+    def make(name: str, default_concepts: int):
+        def command(
+            data: Path = typer.Option(..., "--data", help="Dataset: medcf synthetic folder, class folders, CSV, .npz."),
+            out: Path = typer.Option(..., "--out", help="Run directory (RUN_DIR/model is the generator)."),
+            classifier: Path = typer.Option(..., "--classifier", help="The classifier to explain (run or model dir)."),
+            bins: int = typer.Option(10, "--bins", help="Posterior bins of [0, 1]."),
+            concepts: int = typer.Option(default_concepts, "--concepts", help="Concept channels K (DISSECT)."),
+            steps: int = typer.Option(3000, "--steps", help="Optimizer steps."),
+            batch_size: int = typer.Option(16, "--batch-size", help="Images per step."),
+            lr: float = typer.Option(2e-4, "--lr", help="Adam learning rate (G, D and disentangler)."),
+            width: int = typer.Option(32, "--width", help="Generator/discriminator width."),
+            rec_weight: float = typer.Option(100.0, "--rec-weight", help="Reconstruction + cycle weight."),
+            fo_weight: float = typer.Option(100.0, "--fo-weight",
+                                            help="Foreign-object preservation weight (uses the data's object masks; 0 = off)."),
+            seed: int = typer.Option(0, "--seed", help="Initial weights and data order."),
+            resolution: int | None = typer.Option(None, "--resolution", help="Resize images to this size."),
+            resume: bool = typer.Option(False, "--resume", help="Continue the run in --out exactly."),
+            progress: bool = typer.Option(True, "--progress/--no-progress", help="Show a progress bar."),
+        ) -> None:
+            from medcf.errors import MedcfError
+            from medcf.train.progressive import train_progressive
+
+            if name == "dissect" and concepts < 2:
+                raise MedcfError(f"--concepts: DISSECT needs at least 2 concepts, got {concepts}")
+            res = train_progressive(data, out, classifier=classifier, bins=bins, concepts=concepts, steps=steps,
+                                    batch_size=batch_size, lr=lr, width=width, rec_weight=rec_weight,
+                                    fo_weight=fo_weight, seed=seed, resolution=resolution, resume=resume,
+                                    progress=progress)
+            typer.echo(f"{name}: {res.model_dir} (for classifier {res.classifier_hash}; {res.wall_s:.0f} s)")
+
+        what = ("a concept-disentangled generator (DISSECT, Ghandeharioun et al.)" if name == "dissect"
+                else "a progressive-exaggeration generator (Singla et al.)")
+        command.__doc__ = (f"Train {what} for one classifier.\n\n"
+                           f"Example:  medcf train {name} --data data/synth64 --classifier runs/classifier "
+                           f"--out runs/{name}" + (" --concepts 2" if name == "dissect" else ""))
+        return command
+
+    app.command("progressive")(make("progressive", 1))
+    app.command("dissect")(make("dissect", 2))

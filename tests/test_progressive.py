@@ -1,0 +1,213 @@
+"""Progressive exaggeration and DISSECT: the conditional generator, the training recipe, the
+classifier-hash guard, and the explainers on a toy whose crossing bin is known in closed form."""
+
+from __future__ import annotations
+
+import json
+import math
+
+import pytest
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from _cli import run_cli, strict_json
+from medcf.classifiers import ResNetClassifier, ResNetConfig
+from medcf.counterfactual.dissect import Dissect, DissectConfig
+from medcf.counterfactual.progressive import Progressive, ProgressiveConfig
+from medcf.data import SynthConfig, write_synthetic
+from medcf.errors import CheckpointError
+from medcf.generators.progressive import (
+    CondBatchNorm,
+    ProgressiveGenerator,
+    ProgressiveGeneratorConfig,
+    bin_center,
+    posterior_bin,
+)
+from medcf.train.progressive import classifier_fingerprint, train_progressive
+
+RES = 32
+
+
+class MeanClassifier(nn.Module):
+    """logit = 10 * mean(x) (class 1 when the mean intensity is >= 0)."""
+
+    class_names = ("normal", "cardiomegaly")
+
+    def forward(self, x):
+        return x.flatten(1).mean(1, keepdim=True) * 10.0
+
+
+class ShiftGenerator(nn.Module):
+    """G(x, c, k) = x + (k + 1) * (c + 0.5) / bins: brighter for higher bins (and concept 1)."""
+
+    def __init__(self, bins=10, concepts=1):
+        super().__init__()
+        self.config = ProgressiveGeneratorConfig(resolution=RES, channels=1, bins=bins, concepts=concepts,
+                                                 width=4, downsamples=1, blocks=0)
+        self.classifier_hash = ""
+
+    def delta(self, x, c, k=None):
+        k = torch.zeros_like(c) if k is None else k
+        return ((k + 1) * (c.float() + 0.5) / self.config.bins).view(-1, 1, 1, 1).expand_as(x)
+
+    def forward(self, x, c, k=None):
+        return x + self.delta(x, c, k)
+
+
+def test_bins_and_centres():
+    assert posterior_bin(torch.tensor([0.0, 0.05, 0.1, 0.999, 1.0]), 10).tolist() == [0, 0, 1, 9, 9]
+    assert torch.allclose(bin_center(torch.tensor([0, 9]), 10), torch.tensor([0.05, 0.95]))
+
+
+def test_conditional_batch_norm_picks_the_bin():
+    cbn = CondBatchNorm(2, 3).train()
+    with torch.no_grad():
+        cbn.scale.weight.copy_(torch.tensor([[1.0, 1.0], [2.0, 3.0], [5.0, 7.0]]))
+        cbn.shift.weight.copy_(torch.tensor([[0.0, 0.0], [1.0, -1.0], [10.0, 20.0]]))
+    x = torch.randn(4, 2, 5, 5, generator=torch.Generator().manual_seed(0))
+    cond = torch.tensor([0, 1, 2, 1])
+    out = cbn(x, cond)
+    mean = x.mean(dim=(0, 2, 3), keepdim=True)
+    var = x.var(dim=(0, 2, 3), unbiased=False, keepdim=True)
+    norm = (x - mean) / torch.sqrt(var + cbn.norm.eps)
+    for i, c in enumerate(cond.tolist()):
+        expect = norm[i] * cbn.scale.weight[c].view(2, 1, 1) + cbn.shift.weight[c].view(2, 1, 1)
+        assert torch.allclose(out[i], expect, atol=1e-5)
+
+
+def test_generator_starts_as_identity_and_checks_inputs():
+    G = ProgressiveGenerator(ProgressiveGeneratorConfig(resolution=RES, bins=4, concepts=2, width=4,
+                                                        downsamples=1, blocks=1), seed=0)
+    x = torch.rand(3, 1, RES, RES) * 2 - 1
+    assert torch.equal(G(x, torch.tensor([0, 1, 3]), torch.tensor([0, 1, 1])), x)
+    with pytest.raises(ValueError, match="bins must lie"):
+        G(x, torch.tensor([0, 4, 1]))
+    with pytest.raises(ValueError, match="concepts must lie"):
+        G(x, torch.tensor([0, 1, 1]), torch.tensor([0, 2, 0]))
+
+
+def test_progressive_crosses_at_the_closed_form_bin():
+    x = torch.full((2, 1, RES, RES), -0.5)  # logit -5: bin 0; frame j+1 = G(x, j) has logit j - 4.5
+    ex = Progressive(generator=ShiftGenerator(), classifier=MeanClassifier(),
+                     config=ProgressiveConfig(take_at=None))
+    cf = ex.explain(x, target="cardiomegaly")
+    assert cf.info["frame_index"] == [6, 6]  # first j with j - 4.5 >= 0 is 5: frame 6
+    assert torch.allclose(cf.counterfactual, x + 0.55)
+    assert cf.info["monotone"] == [True, True] and cf.flipped.all()
+    cf = Progressive(generator=ShiftGenerator(), classifier=MeanClassifier()).explain(x, target=1)
+    assert cf.info["frame_index"] == [8, 8]  # default take_at 0.9: j - 4.5 >= logit(0.9) = 2.197 -> j = 7
+    assert cf.path.shape == (11, 2, 1, RES, RES) and torch.equal(cf.path[0], x)
+
+
+def test_dissect_returns_every_concept_and_picks_the_fastest():
+    x = torch.full((1, 1, RES, RES), -0.5)
+    ex = Dissect(generator=ShiftGenerator(concepts=2), classifier=MeanClassifier(),
+                 config=DissectConfig(take_at=None))
+    cf = ex.explain(x, target=1)
+    assert cf.concept_paths.shape == (2, 11, 1, 1, RES, RES) and cf.concept_probs.shape == (2, 11, 1)
+    # concept 1 shifts twice as much: logit 2 * (j + 0.5) - 5 >= 0 first at j = 2 (frame 3)
+    assert cf.info["concepts"][0]["frame_index"] == [6] and cf.info["concepts"][1]["frame_index"] == [3]
+    assert cf.info["concept"] == [1] and cf.info["frame_index"] == [3]
+    one = cf.select(0)
+    assert one.concept_paths.shape == (2, 11, 1, 1, RES, RES)
+
+
+def test_classifier_hash_guard():
+    G = ShiftGenerator()
+    G.classifier_hash = "0" * 16
+    clf = ResNetClassifier(ResNetConfig(in_channels=1, resolution=RES, class_names=("a", "b"), num_outputs=2,
+                                        widths=(4,), blocks=(1,)), seed=0)
+    with pytest.raises(CheckpointError, match="trained for classifier"):
+        Progressive(generator=G, classifier=clf)
+    Progressive(generator=G, classifier=clf, force=True)  # forced: allowed (with a warning)
+    G.classifier_hash = classifier_fingerprint(clf)
+    Progressive(generator=G, classifier=clf)
+
+
+def test_classifier_consistency_is_kl_up_to_a_constant():
+    # BCE(p, q) = KL(q || p) + H(q): its gradient in p is the KL's, so training matches the bin's posterior
+    s = torch.tensor([0.3], requires_grad=True)
+    q = torch.tensor([0.75])
+    bce = F.binary_cross_entropy_with_logits(s, q)
+    p = torch.sigmoid(s)
+    kl = q * torch.log(q / p) + (1 - q) * torch.log((1 - q) / (1 - p))
+    entropy = -(q * math.log(0.75) + (1 - q) * math.log(0.25))
+    assert torch.allclose(bce, kl + entropy, atol=1e-6)
+    (g,) = torch.autograd.grad(bce, s)
+    assert torch.allclose(g, torch.sigmoid(s).detach() - q)
+
+
+@pytest.fixture(scope="module")
+def toy(tmp_path_factory):
+    root = tmp_path_factory.mktemp("prog")
+    write_synthetic(SynthConfig(resolution=RES), 48, root / "data", seed=0, progress=False)
+    clf = ResNetClassifier(ResNetConfig(in_channels=1, resolution=RES, class_names=("normal", "cardiomegaly"),
+                                        num_outputs=2, widths=(4,), blocks=(1,)), seed=0)
+    with torch.no_grad():
+        clf.fc.weight.normal_(0, 2.0, generator=torch.Generator().manual_seed(0))
+    clf.save(root / "classifier" / "model")
+    return root
+
+
+def _small(**kw):
+    return dict(steps=6, batch_size=4, width=4, downsamples=2, blocks=1, progress=False, checkpoint_every=3,
+                log_every=1, **kw)
+
+
+def test_training_step_save_load_and_exact_resume(toy, tmp_path):
+    res = train_progressive(toy / "data", tmp_path / "a", classifier=toy / "classifier", **_small())
+    stats = [json.loads(line) for line in (tmp_path / "a" / "stats.jsonl").read_text().splitlines()]
+    keys = ("loss_d", "loss_g", "adv", "cls", "rec", "cyc", "fo")
+    assert all(math.isfinite(r[k]) for r in stats if "loss_g" in r for k in keys)
+    from medcf.generators.progressive import load_progressive
+
+    G = load_progressive(res.model_dir)
+    assert G.classifier_hash == res.classifier_hash != ""
+    # resume: 3 steps, then 3 more, equals 6 in one go
+    half = train_progressive(toy / "data", tmp_path / "b", classifier=toy / "classifier", **{**_small(), "steps": 3})
+    assert half.model_dir.is_dir()
+    train_progressive(toy / "data", tmp_path / "b", classifier=toy / "classifier", resume=True, **_small())
+    G2 = load_progressive(tmp_path / "b")
+    for (n, a), (_, b) in zip(G.state_dict().items(), G2.state_dict().items(), strict=True):
+        assert torch.equal(a, b), n
+
+
+def test_disentangler_loss_decreases_on_two_concepts(toy, tmp_path):
+    # only the disentangler term: G and R must learn together to make the two concepts' changes tellable
+    train_progressive(toy / "data", tmp_path / "d", classifier=toy / "classifier", concepts=2,
+                      **{**_small(), "steps": 150, "batch_size": 8, "log_every": 10, "checkpoint_every": 0,
+                         "lr": 2e-3, "rec_weight": 0.0, "adv_weight": 0.0, "cls_weight": 0.0, "fo_weight": 0.0})
+    dis = [json.loads(line)["dis"] for line in (tmp_path / "d" / "stats.jsonl").read_text().splitlines()
+           if "dis" in line]
+    # starts at chance (ln 2 = 0.69: G begins as the identity, so both concepts look alike)
+    assert dis[0] > 0.6
+    assert sorted(dis[-5:])[2] < 0.35, dis  # median of the last 5 intervals: at most half of chance
+
+
+def test_cli_train_explain_and_errors(toy, tmp_path, capsys):
+    run = tmp_path / "run"
+    code, out, err = run_cli(capsys, "train", "progressive", "--data", toy / "data", "--classifier",
+                             toy / "classifier", "--out", run, "--steps", "2", "--batch-size", "4", "--width", "4",
+                             "--no-progress")
+    assert code == 0, err
+    code, out, err = run_cli(capsys, "explain", "--method", "progressive", "--classifier", toy / "classifier",
+                             "--generator", run, "--images", toy / "data" / "images" / "000001.png",
+                             "--out", tmp_path / "ex")
+    assert code == 0, err
+    record = strict_json(next((tmp_path / "ex").rglob("*.json")))
+    assert record  # a per-query record was written
+    other = tmp_path / "other"
+    ResNetClassifier(ResNetConfig(in_channels=1, resolution=RES, class_names=("normal", "cardiomegaly"),
+                                  num_outputs=2, widths=(4,), blocks=(1,)), seed=5).save(other / "model")
+    code, out, err = run_cli(capsys, "explain", "--method", "progressive", "--classifier", other,
+                             "--generator", run, "--images", toy / "data" / "images" / "000001.png",
+                             "--out", tmp_path / "ex2")
+    assert code == 2 and "trained for classifier" in err and len(err.strip().splitlines()) == 1
+    code, out, err = run_cli(capsys, "train", "dissect", "--data", toy / "data", "--classifier", toy / "classifier",
+                             "--out", tmp_path / "d", "--concepts", "1")
+    assert code == 2 and "--concepts" in err
+    code, out, err = run_cli(capsys, "explain", "--method", "dissect", "--classifier", toy / "classifier",
+                             "--generator", run, "--images", toy / "data" / "images" / "000001.png",
+                             "--out", tmp_path / "ex3")
+    assert code == 2 and "--method progressive" in err
