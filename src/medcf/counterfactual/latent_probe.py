@@ -56,6 +56,7 @@ import time
 import warnings
 from dataclasses import dataclass
 from pathlib import Path
+from types import SimpleNamespace
 from typing import Any
 
 import numpy as np
@@ -496,3 +497,53 @@ def build_latent_probe(generator_dir, classifier, encoder_dir=None, probe_dir=No
     if probe_dir is not None:
         probe.save(probe_dir)
     return probe
+
+
+def build(classifier_dir, generator_dir, *, device: str | torch.device = "cpu", progress: bool = True,
+          encoder: str | os.PathLike | None = None, probe_dir: str | os.PathLike | None = None,
+          fit_samples: int | None = None, seed: int = 0, project_steps: int | None = None,
+          max_steps: int | None = None, **settings) -> LatentProbe:
+    """A fitted latent-probe explainer from a classifier run and a StyleGAN2 run (the registry's builder).
+
+    ``settings`` are ``LatentProbeConfig`` fields (``take_at``, ``compose``, ``step_size``, ...;
+    None keeps the default). Extras: ``encoder`` (a trained StyleGAN2 encoder run),
+    ``probe_dir`` (load the probe from there, else fit it and save it there),
+    ``fit_samples``/``seed`` (the fit), ``project_steps`` (projector refinement; default 0
+    with an encoder, 300 without), ``max_steps`` (frames searched: ``max_lambda = max_steps *
+    step_size``).
+
+    Example:
+        >>> lp = build("runs/classifier", "runs/stylegan2", encoder="runs/encoder",
+        ...            probe_dir="runs/probe", fit_samples=5000)                   # doctest: +SKIP
+    """
+    from medcf.counterfactual.checkpoints import (
+        check_pair,
+        config_from_options,
+        expect_kind,
+        load_explained_classifier,
+        setting_error,
+    )
+    from medcf.encoders.generator_io import GENERATOR_KIND
+
+    method = LatentProbe.method
+    if max_steps is not None:
+        if max_steps < 1:
+            raise setting_error("max_steps", f"must be >= 1, got {max_steps}")
+        step = settings.get("step_size") or LatentProbeConfig.step_size
+        settings = {**settings, "max_lambda": max_steps * step}
+    if project_steps is not None and project_steps < 0:
+        raise setting_error("project_steps", f"must be >= 0, got {project_steps}")
+    config = config_from_options(LatentProbeConfig, method, settings)
+    classifier = load_explained_classifier(classifier_dir, device=device)
+    header = expect_kind(generator_dir, (GENERATOR_KIND,), method, "medcf train stylegan2")
+    if encoder is not None:
+        try:
+            expect_kind(encoder, ("stylegan2-encoder",), method, "medcf train encoder")
+        except MedcfError as e:
+            raise setting_error("encoder", str(e), type(e)) from None
+    gcfg = header.get("config") or {}
+    shape = SimpleNamespace(channels=gcfg.get("img_channels"), resolution=gcfg.get("img_resolution"))
+    check_pair(classifier, shape, classifier_dir, generator_dir)  # without loading the weights twice
+    kwargs = {"fit_samples": fit_samples} if fit_samples is not None else {}
+    return build_latent_probe(header["path"], classifier, encoder, probe_dir, seed=seed, device=device,
+                              config=config, project_steps=project_steps, progress=progress, **kwargs)

@@ -231,3 +231,29 @@ class LatentShift(Explainer):
             "path": res.path,
             "path_probs": torch.sigmoid(res.path_log_odds) if res.path_log_odds is not None else None,
         }
+
+
+def build(classifier_dir, generator_dir, *, device: str | torch.device = "cpu", progress: bool = True,
+          **settings) -> LatentShift:
+    """A ``LatentShift`` explainer from a classifier run and an ``ae``/``vae`` run (the registry's builder).
+
+    ``settings`` are ``LatentShiftConfig`` fields (``iterative``, ``take_at``, ``compose``, ...);
+    None values keep the defaults. ``progress`` is accepted for the builder contract (unused).
+
+    Example:
+        >>> ls = build("runs/demo/classifier", "runs/demo/vae", iterative=True)   # doctest: +SKIP
+    """
+    from medcf.counterfactual.checkpoints import (
+        check_pair,
+        config_from_options,
+        expect_kind,
+        load_explained_classifier,
+    )
+    from medcf.generators.autoencoder import load_autoencoder
+
+    config = config_from_options(LatentShiftConfig, LatentShift.method, settings)
+    classifier = load_explained_classifier(classifier_dir, device=device)
+    header = expect_kind(generator_dir, ("ae", "vae"), LatentShift.method, "medcf train vae")
+    generator = load_autoencoder(header["path"], device=device)
+    check_pair(classifier, generator, classifier_dir, generator_dir)
+    return LatentShift(autoencoder=generator, classifier=classifier, config=config)
