@@ -34,6 +34,8 @@ def tiny_config(kind: str = "classifier", **kw) -> ResNetConfig:
         base.update(class_names=("pacemaker", "electrodes", "marker"), num_outputs=3, head="multilabel")
     elif kind == "ctr-regressor":
         base.update(class_names=("ctr",), num_outputs=1, head="regression")
+    elif kind == "cpr-scorer":
+        base.update(class_names=("sharp", "blunted"), num_outputs=1, head="sigmoid")
     base.update(kw)
     return ResNetConfig(**base)
 

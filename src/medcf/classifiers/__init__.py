@@ -1,4 +1,4 @@
-"""medcf.classifiers: the reference ResNet in four roles, and wrapping of user models.
+"""medcf.classifiers: the reference ResNet in five roles, and wrapping of user models.
 
 Example:
     >>> from medcf.classifiers import load_classifier, Classifier
@@ -9,6 +9,7 @@ Example:
 from medcf.classifiers.base import HEADS, Classifier, WrappedClassifier
 from medcf.classifiers.resnet import (
     CLASSIFIERS,
+    CPRScorer,
     CTRRegressor,
     ForeignObjectDetector,
     OracleClassifier,
@@ -19,6 +20,7 @@ from medcf.classifiers.resnet import (
 
 __all__ = [
     "CLASSIFIERS",
+    "CPRScorer",
     "HEADS",
     "CTRRegressor",
     "Classifier",

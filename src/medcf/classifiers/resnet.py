@@ -1,15 +1,16 @@
-"""A small ResNet for 1- or 3-channel images at 32-256 px, in four checkpoint kinds.
+"""A small ResNet for 1- or 3-channel images at 32-256 px, in five checkpoint kinds.
 
 Layout: stem conv (stride ``stem_stride``) -> stages of basic residual blocks
 (the first block of every stage after the first halves the size) -> global
 average pool (the ``features``) -> dropout -> linear head.
 
-The four kinds share the network and differ in what the head predicts:
+The five kinds share the network and differ in what the head predicts:
 
 - ``classifier``     the model to explain (softmax or single sigmoid logit);
 - ``oracle``         an independent judge of the same family (other seed and width);
 - ``fo-detector``    multi-label presence of each foreign object (``FO_NAMES``);
-- ``ctr-regressor``  the cardiothoracic ratio, one value.
+- ``ctr-regressor``  the cardiothoracic ratio, one value;
+- ``cpr-scorer``     the costophrenic-recess state: one logit of "blunted" (vs "sharp").
 
 Example:
     >>> cfg = ResNetConfig(in_channels=1, resolution=64, class_names=("normal", "cardiomegaly"))
@@ -203,16 +204,33 @@ class CTRRegressor(ResNetClassifier):
         return self(x)[:, 0]
 
 
+class CPRScorer(ResNetClassifier):
+    """Scores the costophrenic recess (kind ``cpr-scorer``): one logit ``[B, 1]`` of
+    "blunted" (class names ``("sharp", "blunted")``); the recess score is its sigmoid.
+
+    Example:
+        >>> cpr = CPRScorer.load("runs/cpr")    # doctest: +SKIP
+        >>> cpr.recess_score(x)                 # doctest: +SKIP  [B] P(blunted)
+    """
+
+    kind: ClassVar[str] = "cpr-scorer"
+    allowed_heads: ClassVar[tuple[str, ...]] = ("sigmoid",)
+
+    def recess_score(self, x: Tensor) -> Tensor:  # [B, C, H, W] -> [B] in [0, 1]
+        return torch.sigmoid(self(x)[:, 0])
+
+
 CLASSIFIERS: dict[str, type[ResNetClassifier]] = {
     "classifier": ResNetClassifier,
     "oracle": OracleClassifier,
     "fo-detector": ForeignObjectDetector,
     "ctr-regressor": CTRRegressor,
+    "cpr-scorer": CPRScorer,
 }
 
 
 def load_classifier(path, *, kind: str | None = None, device: str | torch.device = "cpu") -> Any:
-    """Load any of the four kinds from a model or run directory.
+    """Load any of the five kinds from a model or run directory.
 
     ``kind`` (optional) is the kind you expect; a checkpoint of another kind is a
     one-line ``CheckpointError``.

@@ -1,4 +1,4 @@
-"""``medcf train classifier|oracle|fo-detector|ctr-regressor``."""
+"""``medcf train classifier|oracle|fo-detector|ctr-regressor|cpr-scorer``."""
 
 from __future__ import annotations
 
@@ -19,6 +19,8 @@ _HELP = {
                     "medcf train fo-detector --data data/synth64 --out runs/fo-detector"),
     "ctr-regressor": ("Train the cardiothoracic-ratio regressor (synthetic data with ctr).",
                       "medcf train ctr-regressor --data data/synth64 --out runs/ctr-regressor"),
+    "cpr-scorer": ("Train the costophrenic-recess scorer (sharp vs blunted; synthetic effusion data).",
+                   "medcf train cpr-scorer --data data/effusion --out runs/cpr-scorer"),
 }
 
 

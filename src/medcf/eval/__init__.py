@@ -4,7 +4,14 @@ Per-sample metrics are pure functions of tensors and models; FID streams.
 """
 
 from medcf.eval.attributes import attribute_changes, attribute_preservation, seconds_per_query
-from medcf.eval.clinical import clinical_metrics, ctr_per_query, predict_ctr
+from medcf.eval.clinical import (
+    clinical_metrics,
+    cpr_change,
+    cpr_per_query,
+    ctr_per_query,
+    predict_ctr,
+    recess_score,
+)
 from medcf.eval.fid import FID, FIDResult, InceptionFeatures, inception_weights_path
 from medcf.eval.fop import (
     FO_NAMES,
@@ -36,6 +43,8 @@ __all__ = [
     "auroc",
     "boundary_band",
     "clinical_metrics",
+    "cpr_change",
+    "cpr_per_query",
     "ctr_per_query",
     "evaluate_counterfactuals",
     "foreign_object_preservation",
@@ -51,6 +60,7 @@ __all__ = [
     "not_found_rate",
     "oracle_validity",
     "predict_ctr",
+    "recess_score",
     "reached_target",
     "restricted_load",
     "seconds_per_query",

@@ -1,4 +1,4 @@
-"""Clinical metric: the cardiothoracic ratio (CTR) of input and counterfactual.
+"""Clinical metrics: the cardiothoracic ratio (CTR) and the costophrenic-recess (CPR) score.
 
 On the synthetic cardiomegaly task (label = CTR > 0.5, class 1 = "cardiomegaly")
 a valid, faithful counterfactual must change the CTR, as Singla et al. (MedIA
@@ -14,8 +14,17 @@ a valid, faithful counterfactual must change the CTR, as Singla et al. (MedIA
 - ``monotone``: along ``cf.path`` [T, B, C, H, W] every frame-to-frame CTR step
   goes in the target direction (a step against it of at most ``tol`` is allowed).
 
+On the synthetic effusion task (class 1 = "blunted"), Singla et al.'s second
+clinical check is the costophrenic recess: ``cpr_change(cf, scorer)`` is the
+fraction of queries whose recess score (sigmoid of a ``cpr-scorer``'s logit,
+P(blunted)) crosses 0.5 as the target implies: from sharp (<= 0.5) on x to
+blunted (> 0.5) on x_cf when the target is the positive class, from blunted to
+sharp otherwise. Queries whose x already scores on the target side count as
+not crossed (the same denominator as ``crossed`` for the CTR: all queries).
+
 Example:
     >>> clinical_metrics(cf, ctr_regressor)["toward_target"]        # doctest: +SKIP
+    >>> cpr_change(cf, cpr_scorer)                                  # doctest: +SKIP
 """
 
 from __future__ import annotations
@@ -30,6 +39,7 @@ from medcf.eval._common import mean_or_nan, run
 from medcf.types import Counterfactual
 
 CTR_THRESHOLD = 0.5
+CPR_THRESHOLD = 0.5  # on the recess score P(blunted)
 
 
 def predict_ctr(regressor: nn.Module, x: Tensor) -> Tensor:  # [B, C, H, W] -> [B]
@@ -84,3 +94,42 @@ def clinical_metrics(cf: Counterfactual, regressor: nn.Module, *, positive_class
         "monotone": mean_or_nan(mono),
         "ctr_change_toward_target": mean_or_nan(sign * (q["ctr_counterfactual"] - q["ctr_original"])),
     }
+
+
+def recess_score(scorer: nn.Module, x: Tensor) -> Tensor:  # [B, C, H, W] -> [B] P(blunted)
+    """Sigmoid of a CPR scorer's single logit (``[B, 1]`` or ``[B]``)."""
+    out = run(scorer, x)
+    if out.ndim == 2 and out.shape[1] == 1:
+        out = out[:, 0]
+    if out.shape != (x.shape[0],):
+        raise ShapeError(f"CPR scorer: expected one logit [B, 1] or [B] for B={x.shape[0]}, "
+                         f"got {tuple(out.shape)}")
+    return torch.sigmoid(out)
+
+
+def cpr_per_query(cf: Counterfactual, scorer: nn.Module, *, positive_class: int = 1) -> dict[str, Tensor]:
+    """Per-query tensors [B]: cpr_original, cpr_counterfactual (recess scores P(blunted)),
+    toward_target and crossed (bool)."""
+    s_x = recess_score(scorer, cf.original)
+    s_cf = recess_score(scorer, cf.counterfactual)
+    up = cf.target.detach().cpu().long() == positive_class  # target blunted: the score should rise
+    blunted = lambda s: s > CPR_THRESHOLD  # noqa: E731
+    on_target = lambda s: torch.where(up, blunted(s), ~blunted(s))  # noqa: E731
+    sign = up.double() * 2 - 1
+    return {
+        "cpr_original": s_x,
+        "cpr_counterfactual": s_cf,
+        "toward_target": (sign * (s_cf.double() - s_x.double())) > 0,
+        "crossed": on_target(s_cf) & ~on_target(s_x),
+    }
+
+
+def cpr_change(cf: Counterfactual, scorer: nn.Module, *, positive_class: int = 1) -> float:
+    """Fraction of queries whose recess score crosses 0.5 in the direction the target implies
+    (NaN for an empty batch).
+
+    Example:
+        >>> cpr_change(cf, load_classifier("runs/cpr-scorer", kind="cpr-scorer"))  # doctest: +SKIP
+        0.8
+    """
+    return mean_or_nan(cpr_per_query(cf, scorer, positive_class=positive_class)["crossed"])

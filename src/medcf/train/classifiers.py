@@ -1,4 +1,4 @@
-"""Training recipes for the four classifier kinds on the shared engine.
+"""Training recipes for the five classifier kinds on the shared engine.
 
 ``train_classifier(data, out_dir, role=...)`` trains one ResNet role, evaluates it
 on the test split, stores the test figures in the model's ``meta["test"]`` and
@@ -7,7 +7,9 @@ returns them.  Roles and their losses:
 - ``classifier`` / ``oracle``: cross-entropy on ``label`` (the oracle defaults to
   another seed and wider stages: an independent judge);
 - ``fo-detector``: binary cross-entropy on ``fo_flags`` (one sigmoid per object);
-- ``ctr-regressor``: mean squared error on ``ctr``.
+- ``ctr-regressor``: mean squared error on ``ctr``;
+- ``cpr-scorer``: binary cross-entropy on ``blunted`` (synthetic ``effusion`` data):
+  one logit of a blunted costophrenic recess.
 
 Augmentation is a small random shift (up to ``resolution // 32`` px, border
 padding) and light Gaussian noise; never flips (the heart sits on one side).
@@ -42,7 +44,7 @@ from medcf.train.schedules import warmup_cosine
 
 log = logging.getLogger(__name__)
 
-ROLES = ("classifier", "oracle", "fo-detector", "ctr-regressor")
+ROLES = ("classifier", "oracle", "fo-detector", "ctr-regressor", "cpr-scorer")
 FO_NAMES_DEFAULT = ("pacemaker", "electrodes", "marker")
 
 
@@ -64,6 +66,7 @@ RECIPES: dict[str, RoleRecipe] = {
     "oracle": RoleRecipe((12, 24, 48, 96), (1, 1, 1, 1), 1, 700, 3e-3, "label", "accuracy"),
     "fo-detector": RoleRecipe((8, 16, 32, 64), (1, 1, 1, 1), 2, 400, 3e-3, "fo_flags", "macro_f1"),
     "ctr-regressor": RoleRecipe((8, 16, 32, 64), (1, 1, 1, 1), 3, 1200, 3e-3, "ctr", "mae"),
+    "cpr-scorer": RoleRecipe((8, 16, 32, 64), (1, 1, 1, 1), 4, 600, 3e-3, "blunted", "accuracy"),
 }
 
 
@@ -141,6 +144,11 @@ def _check_target(ds: Dataset, role: str, where: str) -> None:
     if key not in sample:
         raise DataError(f"{where}: samples have no '{key}' (needed by the {role} role; "
                         f"use a medcf synthetic dataset)")
+    base = ds.dataset if isinstance(ds, Subset) else ds
+    task = getattr(base, "task", None) or getattr(getattr(base, "config", None), "task", None)
+    if role == "cpr-scorer" and task not in (None, "effusion"):
+        raise DataError(f"{where}: the cpr-scorer needs synthetic effusion data (every recess is "
+                        f"sharp in task {task!r}; medcf data synth --task effusion)")
 
 
 # ----------------------------------------------------------------------------- loss, augmentation
@@ -152,13 +160,13 @@ def _targets(batch: dict[str, Tensor], role: str, device) -> Tensor:
         return y.long().view(-1)
     if role == "fo-detector":
         return y.float()
-    return y.float().view(-1, 1)
+    return y.float().view(-1, 1)  # ctr-regressor, cpr-scorer: [B, 1]
 
 
 def _loss(out: Tensor, y: Tensor, role: str) -> Tensor:
     if role in ("classifier", "oracle"):
         return F.cross_entropy(out, y)
-    if role == "fo-detector":
+    if role in ("fo-detector", "cpr-scorer"):
         return F.binary_cross_entropy_with_logits(out, y)
     return F.mse_loss(out, y)
 
@@ -195,7 +203,8 @@ def evaluate(model: ResNetClassifier, dataset: Dataset, *, role: str | None = No
     """Test figures of a trained model on a dataset (role defaults to the model's kind).
 
     classifier/oracle: accuracy (and AUROC for two classes); fo-detector: per-object
-    and macro F1; ctr-regressor: MAE, RMSE and the accuracy of ``ctr > 0.5``.
+    and macro F1; ctr-regressor: MAE, RMSE and the accuracy of ``ctr > 0.5``;
+    cpr-scorer: accuracy of ``logit > 0`` against ``blunted`` and AUROC.
 
     Example:
         >>> evaluate(load_classifier("runs/oracle"), open_dataset("data", split="test"))  # doctest: +SKIP
@@ -225,6 +234,13 @@ def evaluate(model: ResNetClassifier, dataset: Dataset, *, role: str | None = No
             from sklearn.metrics import roc_auc_score
 
             res["auroc"] = float(roc_auc_score(y.numpy(), score.numpy()))
+    elif role == "cpr-scorer":
+        truth = y[:, 0] > 0.5
+        res["accuracy"] = float(((out[:, 0] > 0) == truth).float().mean())
+        if 0 < int(truth.sum()) < len(truth):
+            from sklearn.metrics import roc_auc_score
+
+            res["auroc"] = float(roc_auc_score(truth.numpy(), out[:, 0].numpy()))
     elif role == "fo-detector":
         pred = out > 0
         truth = y > 0.5
@@ -253,7 +269,7 @@ def train_classifier(
     data,                                   # dataset dir/file (open_dataset) or a train Dataset
     out_dir: str | os.PathLike,             # run directory (RUN_DIR/model is the result)
     *,
-    role: str = "classifier",               # classifier | oracle | fo-detector | ctr-regressor
+    role: str = "classifier",               # classifier | oracle | fo-detector | ctr-regressor | cpr-scorer
     steps: int | None = None,               # optimizer steps (role default)
     batch_size: int = 64,
     lr: float | None = None,                # peak learning rate (role default)
@@ -301,6 +317,8 @@ def train_classifier(
         head, names = "softmax", class_names
     elif role == "fo-detector":
         head, names = "multilabel", _fo_names(train_ds)
+    elif role == "cpr-scorer":
+        head, names = "sigmoid", ("sharp", "blunted")
     else:
         head, names = "regression", ("ctr",)
     widths = tuple(int(w) for w in (widths or recipe.widths))
@@ -308,7 +326,7 @@ def train_classifier(
     if len(blocks) != len(widths):
         blocks = (blocks[0],) * len(widths) if len(blocks) == 1 else blocks
     config = ResNetConfig(in_channels=channels, resolution=res, class_names=tuple(names),
-                          num_outputs=len(names), head=head, widths=widths, blocks=blocks,
+                          num_outputs=1 if head == "sigmoid" else len(names), head=head, widths=widths, blocks=blocks,
                           stem_stride=max(1, min(4, res // 64)))
     model = CLASSIFIERS[role](config, seed=seed)
     if role == "ctr-regressor":  # start at the mean CTR so early steps learn the spread
@@ -389,3 +407,8 @@ def train_fo_detector(data, out_dir, **kwargs) -> TrainedClassifier:
 def train_ctr_regressor(data, out_dir, **kwargs) -> TrainedClassifier:
     """``train_classifier(..., role="ctr-regressor")`` on ``ctr``."""
     return train_classifier(data, out_dir, role="ctr-regressor", **kwargs)
+
+
+def train_cpr_scorer(data, out_dir, **kwargs) -> TrainedClassifier:
+    """``train_classifier(..., role="cpr-scorer")`` on ``blunted`` (synthetic effusion data)."""
+    return train_classifier(data, out_dir, role="cpr-scorer", **kwargs)
