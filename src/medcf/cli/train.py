@@ -4,11 +4,19 @@ from __future__ import annotations
 
 import typer
 
-from medcf.cli import train_autoencoders, train_classifiers, train_diffusion, train_encoder, train_stylegan2
+from medcf.cli import (
+    train_autoencoders,
+    train_classifiers,
+    train_diffusion,
+    train_encoder,
+    train_gan,
+    train_stylegan2,
+)
 
 app = typer.Typer(help="Train models on the shared engine.", no_args_is_help=True)
 train_classifiers.register(app)
 train_autoencoders.register(app)
 train_stylegan2.register(app)
 train_encoder.register(app)
+train_gan.register(app)
 train_diffusion.register(app)

@@ -21,7 +21,7 @@ from __future__ import annotations
 from collections.abc import Callable
 from dataclasses import dataclass
 
-from medcf.counterfactual import latent_probe, latent_shift
+from medcf.counterfactual import gvr, latent_probe, latent_shift, vagan
 
 
 @dataclass(frozen=True)
@@ -53,4 +53,13 @@ METHODS: dict[str, MethodSpec] = {
         latent_probe.build, ("encoder", "probe_dir", "fit_samples", "seed", "project_steps", "max_steps"),
         "a 'stylegan2' run (medcf train stylegan2), optionally --encoder (medcf train encoder)",
         config_class=latent_probe.LatentProbeConfig),
+    "gvr": MethodSpec(
+        gvr.build, ("encoder",),
+        "a 'dcgan-generator' run (medcf train gan) with --encoder (medcf train gan-encoder), or a "
+        "'stylegan2-generator' with its encoder (medcf train encoder)",
+        config_class=gvr.GVRConfig),
+    "vagan": MethodSpec(
+        vagan.build, ("max_steps",),
+        "a 'vagan-map' run (medcf train vagan); it explains the data's class difference, not the classifier",
+        tasks=("opacity",), config_class=vagan.VAGANExplainConfig),
 }
