@@ -93,11 +93,12 @@ class Counterfactual:
                 out[f.name] = v
         return Counterfactual(**out)
 
-    def save_gif(self, path, **kwargs) -> None:
-        """Write the path as a GIF (see ``medcf.viz.save_gif``)."""
+    def save_gif(self, path, **kwargs):
+        """Write the path as a GIF; a batch writes one numbered GIF per query
+        (``a.gif`` -> ``a_0.gif``, ...). Returns the path(s) (see ``medcf.viz.save_gif``)."""
         from medcf.viz import save_gif
 
-        save_gif(self, path, **kwargs)
+        return save_gif(self, path, **kwargs)
 
 
 @runtime_checkable

@@ -20,11 +20,14 @@ import torch
 from PIL import Image, ImageDraw, ImageFont
 from torch import Tensor
 
-from medcf.errors import ShapeError
+from medcf.errors import MedcfError, ShapeError
 from medcf.io import atomic_write
 from medcf.types import Counterfactual
 
 LOOPS = ("forward-back", "forward")
+MAX_GIF_FRAMES = 16  # path frames kept in a GIF by default (evenly spaced)
+MIN_SIZE = 128  # size=None: pictures are upscaled (by an integer factor) to at least this width
+GIF_TOLERANCE = 8  # grey levels a pixel may drift before a GIF frame rewrites it
 
 
 def to_uint8(image: Tensor) -> np.ndarray:
@@ -41,8 +44,11 @@ def _rgb(a: np.ndarray) -> np.ndarray:
 
 
 def _resize(a: np.ndarray, size: int | None) -> Image.Image:
+    """Nearest-neighbour resize to width ``size``; None: an integer upscale to >= ``MIN_SIZE``."""
     img = Image.fromarray(_rgb(a))
-    if size and size != img.width:
+    if size is None:
+        size = img.width * max(1, -(-MIN_SIZE // img.width))
+    if size != img.width:
         img = img.resize((size, round(size * img.height / img.width)), Image.NEAREST)
     return img
 
@@ -93,52 +99,146 @@ def path_frames(cf: Counterfactual, index: int = 0) -> tuple[Tensor, Tensor]:
     return cf.path[:t, index], probs
 
 
-def gif_frames(cf: Counterfactual, index: int = 0, *, size: int | None = 256,
-               loop: str = "forward-back") -> list[np.ndarray]:
-    """The RGB uint8 frames ``save_gif`` writes (``forward-back``: T + T - 2 frames)."""
+def _pick_frames(n: int, k: int) -> np.ndarray:
+    """At most ``k`` evenly spaced indices of ``range(n)``, both ends included."""
+    return np.unique(np.linspace(0, n - 1, num=max(1, min(k, n))).round().astype(int))
+
+
+def gif_frames(cf: Counterfactual, index: int = 0, *, size: int | None = None,
+               loop: str = "forward-back", max_frames: int | None = MAX_GIF_FRAMES) -> list[np.ndarray]:
+    """The RGB uint8 frames ``save_gif`` writes, before duplicates are merged.
+
+    At most ``max_frames`` evenly spaced path frames (None: all), each labelled
+    ``p(class) = 0.42``; ``forward-back`` then plays them back (T + T - 2 frames).
+    """
     if loop not in LOOPS:
         raise ValueError(f"loop: expected one of {LOOPS}, got {loop!r}")
+    if max_frames is not None and max_frames < 2:
+        raise ValueError(f"max_frames: must be >= 2 (or None for all), got {max_frames}")
     frames, probs = path_frames(cf, index)
+    keep = _pick_frames(len(frames), max_frames or len(frames))
     name = _class_name(cf, index)
     out = []
-    for f, p in zip(frames, probs.tolist(), strict=True):
-        img = _resize(to_uint8(f), size)
-        out.append(np.asarray(_label(img, f"p({name}) = {p:.2f}")))
+    for i in keep:
+        img = _resize(to_uint8(frames[i]), size)
+        out.append(np.asarray(_label(img, f"p({name}) = {float(probs[i]):.2f}")))
     if loop == "forward-back" and len(out) > 2:
         out = out + out[-2:0:-1]
     return out
 
 
-def save_gif(cf: Counterfactual, path: str | os.PathLike, *, index: int = 0, fps: float = 10.0,
-             size: int | None = 256, loop: str = "forward-back") -> Path:
-    """Write query ``index``'s path as a looping GIF with the target probability on each frame.
+def _merge_repeats(frames: list[np.ndarray], ms: float) -> tuple[list[np.ndarray], list[int]]:
+    """Consecutive identical frames become one frame shown for their summed duration."""
+    kept, durations = [frames[0]], [ms]
+    for f in frames[1:]:
+        if np.array_equal(f, kept[-1]):
+            durations[-1] += ms
+        else:
+            kept.append(f)
+            durations.append(ms)
+    return kept, [max(20, round(d / 10) * 10) for d in durations]  # GIF stores 1/100 s
+
+
+def _write_gif(frames: list[np.ndarray], durations: list[int], path: Path, colors: int,
+               tolerance: int = GIF_TOLERANCE) -> None:
+    """One shared palette, no dithering (dither noise defeats LZW). A pixel keeps the
+    previous frame's palette entry while that entry stays within ``tolerance`` grey
+    levels of its true colour, so slowly changing frames have large unchanged areas,
+    which Pillow's optimiser writes as transparent runs over the kept previous frame."""
+    sheet = Image.fromarray(np.concatenate(frames, axis=0))
+    palette = sheet.quantize(colors=colors, method=Image.Quantize.MEDIANCUT, dither=Image.Dither.NONE)
+    table = np.asarray(palette.getpalette()[: 3 * colors], dtype=np.int16).reshape(-1, 3)  # [colors, 3]
+    images, previous = [], None
+    for f in frames:
+        idx = np.asarray(Image.fromarray(f).quantize(palette=palette, dither=Image.Dither.NONE))  # [H, W]
+        if previous is not None:
+            close = np.abs(table[previous] - f.astype(np.int16)).max(-1) <= tolerance
+            idx = np.where(close, previous, idx)
+        previous = idx
+        im = Image.fromarray(idx.astype(np.uint8), mode="P")
+        im.putpalette(palette.getpalette()[: 3 * colors])
+        images.append(im)
+    images[0].save(path, format="GIF", save_all=True, append_images=images[1:], duration=durations,
+                   loop=0, optimize=True, disposal=1)
+
+
+def _one_query(cf: Counterfactual, index: int | None, what: str) -> int:
+    if index is None:
+        if len(cf) != 1:
+            raise MedcfError(f"{what}: this Counterfactual holds {len(cf)} queries; pass index=i "
+                             f"(0..{len(cf) - 1}) or call it on cf.select(i)")
+        index = 0
+    _check_index(cf, index)
+    return index
+
+
+def save_gif(cf: Counterfactual, path: str | os.PathLike, *, index: int | None = None,
+             fps: float = 10.0, size: int | None = None, loop: str = "forward-back",
+             max_frames: int | None = MAX_GIF_FRAMES, colors: int = 256) -> Path | list[Path]:
+    """Write a query's path as a looping GIF with the target probability on each frame.
+
+    ``index=None`` on a batch writes every query, numbered (``a.gif`` -> ``a_0.gif``,
+    ``a_1.gif``, ...) and returns their paths. At most ``max_frames`` path frames
+    (evenly spaced), repeated frames merged, one shared ``colors``-entry palette and
+    frame-to-frame deltas: a 64x64 image (``size=None``: shown at 128 px) takes tens of
+    KB (about 150 KB at ``size=256``). ``size``: pixel width; None upscales by an
+    integer factor to at least ``MIN_SIZE``.
 
     Example:
-        >>> save_gif(cf, "shift.gif", fps=8, size=256)     # doctest: +SKIP
+        >>> save_gif(cf, "shift.gif", index=0, fps=8, size=256)     # doctest: +SKIP
+        >>> save_gif(cf, "shift.gif")   # batch of 8: shift_0.gif .. shift_7.gif  # doctest: +SKIP
     """
-    import imageio.v3 as iio
-
     if fps <= 0:
         raise ValueError(f"fps: must be positive, got {fps}")
-    frames = gif_frames(cf, index, size=size, loop=loop)
-    duration = 1000.0 / fps  # milliseconds per frame
-    return atomic_write(path, lambda p: iio.imwrite(p, np.stack(frames), extension=".gif",
-                                                    duration=duration, loop=0))
+    if not 2 <= colors <= 256:
+        raise ValueError(f"colors: must be in 2..256, got {colors}")
+    if index is None and len(cf) > 1:
+        p = Path(path)
+        width = len(str(len(cf) - 1))
+        return [save_gif(cf, p.with_name(f"{p.stem}_{i:0{width}d}{p.suffix}"), index=i, fps=fps, size=size,
+                         loop=loop, max_frames=max_frames, colors=colors) for i in range(len(cf))]
+    index = _one_query(cf, index, "save_gif")
+    frames, durations = _merge_repeats(gif_frames(cf, index, size=size, loop=loop, max_frames=max_frames),
+                                       1000.0 / fps)
+    return atomic_write(path, lambda p: _write_gif(frames, durations, Path(p), colors))
+
+
+def strip_labels(cf: Counterfactual, index: int = 0, n_frames: int = 6) -> tuple[str, list[int], list[str]]:
+    """(title, path frame of each tile after the input, tile labels) of ``save_strip``.
+
+    The first tile is the input; the others are evenly spaced path frames after the start.
+    """
+    frames, probs = path_frames(cf, index)
+    after = _pick_frames(len(frames), n_frames)[1:] if len(frames) > 1 else np.zeros(0, dtype=int)
+    if len(after) < n_frames - 1 and len(frames) > 1:  # short path: every frame after the start
+        after = np.arange(1, len(frames))[: n_frames - 1]
+    name = _class_name(cf, index)
+    labels = [f"input: {float(cf.prob_original[index]):.2f}"] + [f"{float(probs[i]):.2f}" for i in after]
+    return f"p({name}): input, then along the path", [int(i) for i in after], labels
 
 
 def save_strip(cf: Counterfactual, path: str | os.PathLike, *, index: int = 0, n_frames: int = 6,
                size: int | None = 128) -> Path:
-    """Write ``n_frames`` evenly spaced path frames side by side as a PNG (probabilities on top).
+    """Write the input then ``n_frames - 1`` path frames side by side as a PNG.
+
+    A title band names the class (``p(cardiomegaly): ...``); each tile carries its probability.
 
     Example:
         >>> save_strip(cf, "strip.png", n_frames=8)     # doctest: +SKIP
     """
-    if n_frames < 1:
-        raise ValueError(f"n_frames: must be >= 1, got {n_frames}")
-    frames, probs = path_frames(cf, index)
-    pick = np.unique(np.linspace(0, len(frames) - 1, num=min(n_frames, len(frames))).round().astype(int))
-    tiles = [np.asarray(_label(_resize(to_uint8(frames[i]), size), f"{float(probs[i]):.2f}")) for i in pick]
-    strip = np.concatenate(tiles, axis=1)
+    if n_frames < 2:
+        raise ValueError(f"n_frames: must be >= 2 (the input and one path frame), got {n_frames}")
+    index = _one_query(cf, index, "save_strip")
+    frames, _ = path_frames(cf, index)
+    title, after, labels = strip_labels(cf, index, n_frames)
+    images = [cf.original[index]] + [frames[i] for i in after]
+    tiles = [np.asarray(_label(_resize(to_uint8(im), size), text)) for im, text in zip(images, labels, strict=True)]
+    row = np.concatenate(tiles, axis=1)
+    font = _font(row.shape[0])
+    draw = ImageDraw.Draw(Image.new("RGB", (1, 1)))
+    band = Image.new("RGB", (row.shape[1], draw.textbbox((0, 0), title, font=font)[3] + 5), (0, 0, 0))
+    ImageDraw.Draw(band).text((2, 2), title, fill=(255, 255, 0), font=font)
+    strip = np.concatenate([np.asarray(band), row], axis=0)
     return atomic_write(path, lambda p: Image.fromarray(strip).save(p, format="PNG"))
 
 
@@ -186,15 +286,21 @@ def overlay_heatmap(image: Tensor, diff: Tensor, *, alpha: float = 0.6, cmap: st
 
 def save_map(cf: Counterfactual, path: str | os.PathLike, *, index: int = 0, size: int | None = 256,
              alpha: float = 0.6) -> Path:
-    """Write the difference map of query ``index`` over its original image as a PNG."""
-    _check_index(cf, index)
-    rgb = overlay_heatmap(cf.original[index], cf.difference[index], alpha=alpha)
-    img = _resize(rgb, size)
-    return atomic_write(path, lambda p: img.save(p, format="PNG"))
+    """Write ``figure(cf, index)`` as a PNG: the panels, the signed difference with its
+    colour bar and legend, and a title naming the target class.
+
+    ``size``: about the pixel width of one panel; ``alpha``: opacity of the difference
+    overlay panel. Example: ``save_map(cf, "out/map.png", index=0)``
+    """
+    index = _one_query(cf, index, "save_map")
+    fig = figure(cf, index, alpha=alpha)
+    dpi = max(50, (size or 256) / 2.4)  # panels are about 2.4 inches wide
+    return atomic_write(path, lambda p: fig.savefig(p, format="png", dpi=dpi))
 
 
-def figure(cf: Counterfactual, index: int = 0):
-    """A matplotlib Figure: original, reconstruction, counterfactual, difference (for notebooks).
+def figure(cf: Counterfactual, index: int = 0, *, alpha: float = 0.6):
+    """A matplotlib Figure: original, reconstruction, counterfactual, the signed difference
+    (colour bar) and the difference over the input, a legend and a title naming the class.
 
     Example:
         >>> fig = figure(cf, 0); fig.savefig("cf.png")     # doctest: +SKIP
@@ -210,19 +316,23 @@ def figure(cf: Counterfactual, index: int = 0):
         panels.append(("reconstruction", cf.reconstruction[index], sub))
     panels.append(("counterfactual", cf.counterfactual[index],
                    f"{p} = {float(cf.prob_counterfactual[index]):.2f}"))
-    fig = Figure(figsize=(2.6 * (len(panels) + 1), 3.0), layout="constrained")
-    axes = fig.subplots(1, len(panels) + 1)
+    fig = Figure(figsize=(2.4 * (len(panels) + 2) + 0.4, 3.2), layout="constrained")
+    axes = fig.subplots(1, len(panels) + 2)
     for ax, (title, img, sub) in zip(axes, panels, strict=False):
         a = to_uint8(img)
         ax.imshow(a, cmap="gray" if a.ndim == 2 else None, vmin=0, vmax=255)
         ax.set_title(f"{title}\n{sub}", fontsize=9)
     d = cf.difference[index, 0].detach().float().cpu().numpy()
     m = float(np.abs(d).max()) or 1.0
-    im = axes[-1].imshow(d, cmap="bwr", vmin=-m, vmax=m)
+    im = axes[-2].imshow(d, cmap="bwr", vmin=-m, vmax=m)
     ref = cf.info.get("reference", "reference")
-    axes[-1].set_title(f"difference\n(cf - {ref})", fontsize=9)
-    fig.colorbar(im, ax=axes[-1], fraction=0.046)
+    axes[-2].set_title(f"difference\n(cf - {ref})", fontsize=9)
+    fig.colorbar(im, ax=axes[-2], fraction=0.046, label="intensity change")
+    axes[-1].imshow(overlay_heatmap(cf.original[index], cf.difference[index], alpha=alpha, scale=m))
+    axes[-1].set_title("difference\nover the input", fontsize=9)
     for ax in axes:
         ax.set_axis_off()
-    fig.suptitle(f"target: {_class_name(cf, index)}", fontsize=10)
+    fig.suptitle(f"counterfactual towards '{_class_name(cf, index)}'", fontsize=10)
+    fig.supxlabel(f"red: brighter in the counterfactual, blue: darker (scale +/-{m:.2g} in [-1, 1] units)",
+                  fontsize=8)
     return fig
