@@ -62,7 +62,6 @@ from typing import Any
 import numpy as np
 import torch
 from torch import Tensor, nn
-from tqdm.auto import tqdm
 
 from medcf.counterfactual._common import eval_mode
 from medcf.counterfactual.base import Explainer
@@ -70,6 +69,7 @@ from medcf.counterfactual.walk import WalkConfig, latent_walk
 from medcf.encoders.generator_io import generator_fingerprint, latent_shape, map_z
 from medcf.errors import CheckpointError, MedcfError, NotFittedError, ShapeError
 from medcf.io import atomic_write_dir, first_line
+from medcf.progress import tqdm  # a live bar on a terminal, plain lines in a log
 from medcf.types import Counterfactual, Target, reaches
 
 log = logging.getLogger(__name__)

@@ -98,7 +98,7 @@ def describe_dataset(ds: Dataset, *, verify: bool = False, progress: bool = Fals
         >>> describe_dataset(open_dataset("data/synth"))["label_counts"]   # doctest: +SKIP
         {'normal': 2512, 'cardiomegaly': 2488}
     """
-    from tqdm.auto import tqdm
+    from medcf.progress import tqdm  # a live bar on a terminal, plain lines in a log
 
     if verify:
         for i in tqdm(range(len(ds)), desc="verify", unit="img", disable=not progress):

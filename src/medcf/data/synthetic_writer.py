@@ -39,7 +39,6 @@ from pathlib import Path
 
 import numpy as np
 from PIL import Image
-from tqdm.auto import tqdm
 
 from medcf.data.synthetic import (
     CLASS_NAMES,
@@ -51,6 +50,7 @@ from medcf.data.synthetic import (
 )
 from medcf.errors import DataError
 from medcf.io import atomic_write, atomic_write_text
+from medcf.progress import tqdm  # a live bar on a terminal, plain lines in a log
 
 log = logging.getLogger(__name__)
 

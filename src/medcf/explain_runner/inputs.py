@@ -140,7 +140,7 @@ def explain_dataset(explainer: Explainer, data: Dataset | Tensor, target: Target
         >>> for cf, batch in explain_dataset(ls, open_dataset("data", split="test"), limit=32):  # doctest: +SKIP
         ...     print(cf.flipped.float().mean())
     """
-    from tqdm.auto import tqdm
+    from medcf.progress import tqdm  # a live bar on a terminal, plain lines in a log
 
     if batch_size < 1:
         raise ValueError(f"batch_size: must be >= 1, got {batch_size}")

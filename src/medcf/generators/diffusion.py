@@ -214,7 +214,7 @@ class DiffusionModel(SavableModule):
 
         ``labels`` [n]: classes for a conditional model (None: unconditional).
         """
-        from tqdm.auto import tqdm
+        from medcf.progress import tqdm  # a live bar on a terminal, plain lines in a log
 
         cfg = self.config
         device = next(self.parameters()).device

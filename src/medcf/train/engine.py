@@ -43,7 +43,6 @@ from typing import Any
 import torch
 from torch import Tensor, nn
 from torch.utils.data import DataLoader, Dataset
-from tqdm.auto import tqdm
 
 from medcf.errors import CheckpointError, MedcfError
 from medcf.io import (
@@ -53,6 +52,7 @@ from medcf.io import (
     config_to_dict,
     load_torch_state,
 )
+from medcf.progress import tqdm  # a live bar on a terminal, plain lines in a log
 from medcf.train.ema import EMA
 from medcf.train.rng import capture_rng_state, restore_rng_state, seed_everything
 from medcf.train.sampler import ResumableBatchSampler, derive_seed
