@@ -201,3 +201,43 @@ def test_demo_quick(tmp_path):
     assert len(gifs) == result["n_explained"] > 0
     for role in ("classifier", "oracle", "fo-detector", "ctr-regressor"):
         assert (out / role / "model" / "config.json").is_file()
+
+
+def test_list_options_prints_the_config_fields_without_other_flags(capsys):
+    from dataclasses import fields
+
+    from medcf.counterfactual.latent_shift import LatentShiftConfig
+
+    for order in (("--method", "latent-shift", "--list-options"), ("--list-options", "--method", "latent-shift")):
+        code, out, err = run_cli(capsys, "explain", *order)
+        assert code == 0, err
+        for f in fields(LatentShiftConfig):  # every field of the dataclass is listed, typed
+            assert re.search(rf"^\s+{f.name}\s", out, re.M), f.name
+        assert "take_at           float | None  (default" in out or re.search(r"take_at\s+float \| None", out)
+    code, out, err = run_cli(capsys, "evaluate", "--method", "latent-probe", "--list-options")
+    assert code == 0 and "max_lambda" in out and "encoder" in out and "probe_dir" in out
+
+
+def test_set_options_are_typed_from_the_config_and_errors_name_the_flag(tiny, tmp_path, capsys):
+    base = ("explain", "--classifier", tiny / "classifier", "--generator", tiny / "vae", "--images",
+            tiny / "pngs" / "case9.png", "--no-progress")
+    code, _, err = run_cli(capsys, *base, "--out", tmp_path / "a", "--set", "take_at=0.6", "--set",
+                           "compose=residual", "--set", "max_steps=3", "--set", "max_change=none",
+                           "--set", "iterative=yes")
+    assert code == 0, err
+    s = strict_json(tmp_path / "a" / "case9.json")["settings"]
+    assert (s["take_at"], s["compose"], s["max_steps"], s["max_change"], s["iterative"]) == (
+        0.6, "residual", 3, None, True)
+    cases = {("--set", "bogus=1"): ("--set", "bogus"),
+             ("--set", "max_steps=abc"): ("--set", "max_steps", "int"),
+             ("--set", "take_at=0.3"): ("--set take_at", "take_at"),
+             ("--take-at", "0.3"): ("--take-at",),
+             ("--take-at", "0.6", "--set", "take_at=0.7"): ("--set take_at", "--take-at"),
+             ("--method", "nope"): ("--method", "nope"),
+             ("--set", "take_at"): ("--set", "FIELD=VALUE")}
+    for i, (extra, expect) in enumerate(cases.items()):
+        code, _, err = run_cli(capsys, *base, "--out", tmp_path / f"e{i}", *extra)
+        assert code == 2, (extra, err)
+        assert err.strip().count("\n") == 0 and "Traceback" not in err, err
+        for e in expect:
+            assert e in err, (extra, err)

@@ -125,7 +125,7 @@ def _literal(text: str):
 def method_options(method: str, flags: dict, sets: list[str] | None) -> tuple[dict, dict]:
     """(keyword options for ``build_explainer``, option -> flag that gave it) from the dedicated
     flags (None: not given) and the ``--set FIELD=VALUE`` texts, typed by the method's config."""
-    from medcf.counterfactual.checkpoints import setting_error
+    from medcf.counterfactual.checkpoints import NONE, setting_error
     from medcf.counterfactual.options import parse_setting
     from medcf.counterfactual.registry import METHODS
 
@@ -149,7 +149,7 @@ def method_options(method: str, flags: dict, sets: list[str] | None) -> tuple[di
             raise _flagged(e, {"set": "--set"}) from None
         if key in opts and named.get(key) != "--set":
             raise MedcfError(f"--set {key}: also given by {named[key]}; give it once")
-        opts[key], named[key] = value, f"--set {key}"
+        opts[key], named[key] = NONE if value is None else value, f"--set {key}"
     return opts, named
 
 

@@ -83,17 +83,28 @@ def setting_error(param: str, message: str, cls: type[MedcfError] = MedcfError) 
     return err
 
 
+class _ExplicitNone:
+    """``NONE``: a setting set to None on purpose (plain None means "keep the default")."""
+
+    def __repr__(self) -> str:
+        return "NONE"
+
+
+NONE = _ExplicitNone()
+
+
 _FIELD_ERROR = re.compile(r"^\w+\.(\w+): (.*)$")
 
 
 def config_from_options(config_class: type, method: str, options: dict[str, Any], *, base: Any = None) -> Any:
-    """``config_class(**options)`` (None values keep the defaults, or ``base``'s values); an unknown
-    field or an invalid value is a one-line ``MedcfError`` naming the field (``err.param``)."""
+    """``config_class(**options)`` (None values keep the defaults, or ``base``'s values; ``NONE``
+    sets a field to None); an unknown field or an invalid value is a one-line ``MedcfError``
+    naming the field (``err.param``)."""
     fields = {f.name for f in dataclasses.fields(config_class)}
     unknown = sorted(k for k in options if k not in fields)
     if unknown:
         raise MedcfError(f"{method}: unknown setting(s) {unknown}; known: {sorted(fields)}")
-    given = {k: v for k, v in options.items() if v is not None}
+    given = {k: None if v is NONE else v for k, v in options.items() if v is not None}
     try:
         return dataclasses.replace(base, **given) if base is not None else config_class(**given)
     except (TypeError, ValueError) as e:
@@ -103,5 +114,5 @@ def config_from_options(config_class: type, method: str, options: dict[str, Any]
         raise MedcfError(f"{method}: {str(e).splitlines()[0] if str(e) else type(e).__name__}") from None
 
 
-__all__ = ["EXPLAINABLE_KINDS", "check_pair", "config_from_options", "expect_kind", "generator_shape",
+__all__ = ["EXPLAINABLE_KINDS", "NONE", "check_pair", "config_from_options", "expect_kind", "generator_shape",
            "load_explained_classifier", "setting_error"]

@@ -9,7 +9,7 @@ from __future__ import annotations
 import logging
 from typing import Any
 
-from medcf.counterfactual.checkpoints import generator_shape, setting_error
+from medcf.counterfactual.checkpoints import NONE, generator_shape, setting_error
 from medcf.counterfactual.latent_probe import build as build_latent_probe_method
 from medcf.counterfactual.latent_shift import build as build_latent_shift
 from medcf.types import Explainer
@@ -35,7 +35,9 @@ def build_explainer(method: str, classifier_dir, generator_dir, **opts) -> Expla
                      if k not in accepts and k not in ("progress", "device") and v not in (None, False))
     if ignored:
         log.warning("%s ignores option(s) %s", method, ignored)
-    passed = {k: v for k, v in opts.items() if (k in accepts or k in ("progress", "device")) and v is not None}
+    config_fields = set(accepts) - set(spec.options)
+    passed = {k: v for k, v in opts.items() if (k in accepts or k in ("progress", "device")) and v is not None
+              and not (v is NONE and k not in config_fields)}  # NONE: a config field set to None
     return spec.build(classifier_dir, generator_dir, **passed)
 
 
