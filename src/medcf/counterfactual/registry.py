@@ -5,8 +5,10 @@ subclass, config dataclass and a ``build`` function) plus one entry here; see
 docs/adding-a-method.md. Imported lazily by the CLI (it imports torch).
 
 A builder is ``build(classifier_dir, generator_dir, *, device="cpu", progress=True,
-**options) -> Explainer``; ``options`` names every keyword it accepts besides
-``device``/``progress`` (config fields and method extras such as ``encoder``).
+**options) -> Explainer``. With ``config_class`` set, every field of that config
+dataclass is an option (the CLI derives ``--set FIELD=VALUE`` and ``--list-options``
+from it) and ``options`` lists only the extras (``encoder``, ...); without it,
+``options`` names every keyword ``build`` accepts besides ``device``/``progress``.
 
 Example:
     >>> from medcf.counterfactual.registry import METHODS
@@ -18,9 +20,14 @@ from __future__ import annotations
 
 from collections.abc import Callable
 from dataclasses import dataclass
-from medcf.counterfactual import diffusion
 
-from medcf.explain_runner import build_latent_probe_method, build_latent_shift
+from medcf.benchmark.backbones import prepare_latent_probe, prepare_latent_shift
+from medcf.counterfactual import dissect, progressive
+from medcf.counterfactual import gvr, latent_probe, latent_shift, vagan
+from medcf.counterfactual import diffusion
+from medcf.counterfactual import cyclegan, icam
+from medcf.train.cyclegan import prepare_cyclegan
+from medcf.train.icam import prepare_icam
 
 
 @dataclass(frozen=True)
@@ -33,19 +40,44 @@ class MethodSpec:
     # trains (or reuses) the method's backbone(s) for `medcf benchmark` under out_dir and returns
     # the keywords for build: {"generator_dir": ..., **options}. None: not benchmarked yet.
     prepare: Callable | None = None
+    config_class: type | None = None  # the explainer's config dataclass: its fields are options too
+
+    def accepts(self) -> tuple[str, ...]:
+        """Every keyword option ``build`` takes: the config's fields, then the extras."""
+        import dataclasses
+
+        fields = tuple(f.name for f in dataclasses.fields(self.config_class)) if self.config_class else ()
+        return fields + tuple(o for o in self.options if o not in fields)
 
 
 METHODS: dict[str, MethodSpec] = {
     "latent-shift": MethodSpec(
-        build_latent_shift,
-        ("iterative", "direction", "step_size", "max_steps", "max_change", "threshold", "take_at", "compose",
-         "stop_probability", "patience", "reference", "device"),
-        "an 'ae' or 'vae' run (medcf train vae)"),
+        latent_shift.build, (),
+        "an 'ae' or 'vae' run (medcf train vae)",
+        config_class=latent_shift.LatentShiftConfig,
+        prepare=prepare_latent_shift),
     "latent-probe": MethodSpec(
-        build_latent_probe_method,
-        ("encoder", "probe_dir", "fit_samples", "seed", "step_size", "max_steps", "threshold", "take_at",
-         "compose", "project_steps", "device", "progress"),
-        "a 'stylegan2' run (medcf train stylegan2), optionally --encoder (medcf train encoder)"),
+        latent_probe.build, ("encoder", "probe_dir", "fit_samples", "seed", "project_steps", "max_steps"),
+        "a 'stylegan2' run (medcf train stylegan2), optionally --encoder (medcf train encoder)",
+        config_class=latent_probe.LatentProbeConfig,
+        prepare=prepare_latent_probe),
+    "progressive": MethodSpec(
+        progressive.build, ("threshold", "take_at", "concept", "force", "device"),
+        "a 'progressive-generator' run trained for this classifier (medcf train progressive)",
+        tasks=("cardiomegaly",)),
+    "dissect": MethodSpec(
+        dissect.build, ("threshold", "take_at", "concept", "force", "device"),
+        "a 'progressive-generator' run with --concepts K >= 2 (medcf train dissect)",
+        tasks=("cardiomegaly", "shortcut")),
+    "gvr": MethodSpec(
+        gvr.build, ("encoder",),
+        "a 'dcgan-generator' run (medcf train gan) with --encoder (medcf train gan-encoder), or a "
+        "'stylegan2-generator' with its encoder (medcf train encoder)",
+        config_class=gvr.GVRConfig),
+    "vagan": MethodSpec(
+        vagan.build, ("max_steps",),
+        "a 'vagan-map' run (medcf train vagan); it explains the data's class difference, not the classifier",
+        tasks=("opacity",), config_class=vagan.VAGANExplainConfig),
     "diffusion": MethodSpec(
         diffusion.builder("fast"), diffusion.BUILD_OPTIONS,
         "a 'diffusion' run (medcf train diffusion) or a diffusers UNet2DModel folder",
@@ -58,4 +90,10 @@ METHODS: dict[str, MethodSpec] = {
         diffusion.builder("dime"), diffusion.BUILD_OPTIONS,
         "a 'diffusion' run (medcf train diffusion) or a diffusers UNet2DModel folder",
         tasks=("cardiomegaly", "opacity"), prepare=diffusion.prepare_benchmark),
+    "icam": MethodSpec(
+        icam.build_icam, (), "an 'icam' run (medcf train icam)",
+        config_class=icam.ICAMExplainerConfig, prepare=prepare_icam),
+    "cyclegan": MethodSpec(
+        cyclegan.build_cyclegan, (), "a 'cyclegan' run (medcf train cyclegan)",
+        config_class=cyclegan.CycleGANExplainerConfig, prepare=prepare_cyclegan),
 }
