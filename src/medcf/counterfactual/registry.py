@@ -21,13 +21,7 @@ from __future__ import annotations
 from collections.abc import Callable
 from dataclasses import dataclass
 
-from medcf.benchmark.backbones import prepare_latent_probe, prepare_latent_shift
-from medcf.counterfactual import dissect, progressive
-from medcf.counterfactual import gvr, latent_probe, latent_shift, vagan
-from medcf.counterfactual import diffusion
-from medcf.counterfactual import cyclegan, icam
-from medcf.train.cyclegan import prepare_cyclegan
-from medcf.train.icam import prepare_icam
+from medcf.counterfactual import diffusion, gvr, latent_probe, latent_shift, vagan
 
 
 @dataclass(frozen=True)
@@ -54,21 +48,11 @@ METHODS: dict[str, MethodSpec] = {
     "latent-shift": MethodSpec(
         latent_shift.build, (),
         "an 'ae' or 'vae' run (medcf train vae)",
-        config_class=latent_shift.LatentShiftConfig,
-        prepare=prepare_latent_shift),
+        config_class=latent_shift.LatentShiftConfig),
     "latent-probe": MethodSpec(
         latent_probe.build, ("encoder", "probe_dir", "fit_samples", "seed", "project_steps", "max_steps"),
         "a 'stylegan2' run (medcf train stylegan2), optionally --encoder (medcf train encoder)",
-        config_class=latent_probe.LatentProbeConfig,
-        prepare=prepare_latent_probe),
-    "progressive": MethodSpec(
-        progressive.build, ("threshold", "take_at", "concept", "force", "device"),
-        "a 'progressive-generator' run trained for this classifier (medcf train progressive)",
-        tasks=("cardiomegaly",)),
-    "dissect": MethodSpec(
-        dissect.build, ("threshold", "take_at", "concept", "force", "device"),
-        "a 'progressive-generator' run with --concepts K >= 2 (medcf train dissect)",
-        tasks=("cardiomegaly", "shortcut")),
+        config_class=latent_probe.LatentProbeConfig),
     "gvr": MethodSpec(
         gvr.build, ("encoder",),
         "a 'dcgan-generator' run (medcf train gan) with --encoder (medcf train gan-encoder), or a "
@@ -79,21 +63,15 @@ METHODS: dict[str, MethodSpec] = {
         "a 'vagan-map' run (medcf train vagan); it explains the data's class difference, not the classifier",
         tasks=("opacity",), config_class=vagan.VAGANExplainConfig),
     "diffusion": MethodSpec(
-        diffusion.builder("fast"), diffusion.BUILD_OPTIONS,
+        diffusion.builder("fast"), ("step_size", "max_steps"),
         "a 'diffusion' run (medcf train diffusion) or a diffusers UNet2DModel folder",
-        tasks=("cardiomegaly", "opacity"), prepare=diffusion.prepare_benchmark),
+        config_class=diffusion.DiffusionCFConfig, prepare=diffusion.prepare_benchmark),
     "diffusion-masked": MethodSpec(
-        diffusion.builder("masked"), diffusion.BUILD_OPTIONS,
+        diffusion.builder("masked"), ("step_size", "max_steps"),
         "a 'diffusion' run (medcf train diffusion) or a diffusers UNet2DModel folder",
-        tasks=("cardiomegaly", "opacity"), prepare=diffusion.prepare_benchmark),
+        config_class=diffusion.DiffusionCFConfig, prepare=diffusion.prepare_benchmark),
     "diffusion-dime": MethodSpec(
-        diffusion.builder("dime"), diffusion.BUILD_OPTIONS,
+        diffusion.builder("dime"), ("step_size", "max_steps"),
         "a 'diffusion' run (medcf train diffusion) or a diffusers UNet2DModel folder",
-        tasks=("cardiomegaly", "opacity"), prepare=diffusion.prepare_benchmark),
-    "icam": MethodSpec(
-        icam.build_icam, (), "an 'icam' run (medcf train icam)",
-        config_class=icam.ICAMExplainerConfig, prepare=prepare_icam),
-    "cyclegan": MethodSpec(
-        cyclegan.build_cyclegan, (), "a 'cyclegan' run (medcf train cyclegan)",
-        config_class=cyclegan.CycleGANExplainerConfig, prepare=prepare_cyclegan),
+        config_class=diffusion.DiffusionCFConfig, prepare=diffusion.prepare_benchmark),
 }
