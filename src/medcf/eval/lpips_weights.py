@@ -35,7 +35,7 @@ from torch import nn
 
 from medcf.errors import CheckpointError, DataError, WeightsNotFoundError
 from medcf.io import atomic_write
-from medcf.io.files import GiB, MiB, read_archive_member, read_regular_file
+from medcf.io.files import GiB, MiB, check_regular_file, read_archive_member, read_regular_file
 from medcf.io.unpickle import (
     NUMPY_ARRAYS,
     NUMPY_SCALARS,
@@ -216,7 +216,8 @@ def load_lpips_state(net: str, cache_dir: str | os.PathLike | None = None) -> tu
     if net not in NETS:
         raise ValueError(f"net: expected one of {NETS}, got {net!r}")
     path = (Path(cache_dir) if cache_dir is not None else default_cache_dir()) / f"{net}.safetensors"
-    if path.is_file():
+    if os.path.lexists(path):
+        check_regular_file(path, what="LPIPS weights")  # a FIFO or a link to /dev/zero is refused
         try:
             return load_file(str(path)), str(path)
         except (SafetensorError, OSError) as e:

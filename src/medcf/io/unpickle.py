@@ -135,7 +135,7 @@ class DTypeStub(Stub):
         ok = (not self.built and isinstance(state, tuple) and len(state) in (8, 9) and state[0] in (3, 4)
               and state[1] in ("<", ">", "|", "=") and state[2] is None and state[3] is None
               and state[4] is None and state[5] in (-1, self.dtype.itemsize)
-              and state[6] in (-1, self.dtype.alignment) and type(state[7]) is int
+              and state[6] in (-1, self.dtype.alignment) and state[7] == 0
               and (len(state) == 8 or state[8] is None))
         if not ok:
             raise ctx.refuse(f"numpy dtype state {str(state)[:60]} refused (only plain numeric dtypes)")

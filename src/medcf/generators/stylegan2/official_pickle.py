@@ -82,8 +82,11 @@ _STORAGE_DTYPES = {
 
 
 def snapshot_limits(nbytes: int) -> Limits:
-    """Budget for a snapshot of ``nbytes``: tensors may take at most ~4x the file (+64 MiB)."""
-    return Limits(max_bytes=4 * nbytes + 64 * MiB, max_elements=4 * nbytes + 16 * MiB)
+    """Budget for a snapshot of ``nbytes``: storages + tensors may take at most 4x the file (+1 MiB).
+
+    A well-formed snapshot needs 2x (each storage is copied once, each tensor once).
+    """
+    return Limits(max_bytes=4 * nbytes + MiB, max_elements=4 * nbytes + MiB)
 
 
 # ----------------------------------------------------------------------------- data placeholders
