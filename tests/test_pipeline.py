@@ -190,17 +190,29 @@ def test_small_end_to_end_run_flips_decisions(tmp_path):
     assert len(examples) == 8
 
 
-def test_demo_quick(tmp_path):
+def test_demo_quick(tmp_path, capsys):
     from medcf import demo
 
     out = tmp_path / "demo"
-    result = demo.main(["--quick", "--out", str(out), "--no-progress"])
+    code, stdout, err = run_cli(capsys, "demo", "--quick", "--out", out, "--no-progress")
+    assert code == 0, err
+    result = strict_json(out / "demo.json")
     assert (out / "evaluation" / "metrics.json").is_file()
     assert (out / "evaluation" / "report.md").is_file()
     gifs = sorted((out / "explain").glob("*.gif"))
     assert len(gifs) == result["n_explained"] > 0
     for role in ("classifier", "oracle", "fo-detector", "ctr-regressor"):
         assert (out / role / "model" / "config.json").is_file()
+    # the explain and evaluate stages are the commands' own: same settings, recorded sources
+    settings = strict_json(out / "evaluation" / "metrics.json")["settings"]
+    assert settings["explainer_settings"]["take_at"] == demo.QUICK.take_at and settings["demo"] is True
+    rec = strict_json(gifs[0].with_suffix(".json"))
+    assert rec["source"] and rec["settings"]["iterative"] is True
+    assert "[5/5] evaluation" in stdout
+    # `python -m medcf.demo` is the same run: it refuses the non-empty folder without --overwrite
+    with pytest.raises(SystemExit) as e:
+        demo.main(["--quick", "--out", str(out), "--no-progress"])
+    assert e.value.code == 2 and "--overwrite" in capsys.readouterr().err
 
 
 def test_list_options_prints_the_config_fields_without_other_flags(capsys):

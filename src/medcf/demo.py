@@ -1,6 +1,8 @@
 """The medcf demo: synthetic cardiomegaly data -> models -> Latent Shift GIFs -> evaluation report.
 
-``python -m medcf.demo --out runs/demo`` (``make demo``) runs, on the CPU:
+``medcf demo --out runs/demo`` (``make demo``; ``python -m medcf.demo`` is an alias) runs, on
+the CPU, the same functions as the commands (``medcf train ...``, ``medcf explain``,
+``medcf evaluate``):
 
 1. writes the synthetic 64x64 cardiomegaly benchmark (``OUT/data``);
 2. trains the classifier to explain, an independent oracle, a foreign-object
@@ -108,16 +110,9 @@ def run_demo(out: str | os.PathLike, plan: DemoPlan = DemoPlan(), *, overwrite: 
     Example:
         >>> run_demo("runs/demo_quick", QUICK, overwrite=True)   # doctest: +SKIP
     """
-    from medcf.classifiers import load_classifier
-    from medcf.data import SynthConfig, open_dataset, write_synthetic
-    from medcf.eval.report_md import HEADLINE, lookup, write_evaluation
-    from medcf.explain_runner import (
-        build_latent_shift,
-        evaluate_explainer,
-        explain_dataset,
-        image_name,
-        write_explanation,
-    )
+    from medcf.cli.explain import run_evaluation, run_explain
+    from medcf.data import SynthConfig, write_synthetic
+    from medcf.eval.report_md import HEADLINE, lookup
     from medcf.io import atomic_write_text
     from medcf.train.autoencoders import train_autoencoder
     from medcf.train.classifiers import train_classifier
@@ -159,46 +154,26 @@ def run_demo(out: str | os.PathLike, plan: DemoPlan = DemoPlan(), *, overwrite: 
     result["generator_val"] = gen.val
     echo(f"[3/5] {kind} ({steps} steps, {stages[kind]:.0f} s) validation: {_figures(gen.val)}")
 
-    # 4. GIFs for a few test images
+    # 4. GIFs for a few test images (what `medcf explain` does)
     t0 = time.perf_counter()
-    explainer = build_latent_shift(out / "classifier", out / kind, iterative=plan.iterative,
-                                   take_at=plan.take_at, stop_probability=plan.stop_probability)
-    test = open_dataset(out / "data", split="test")
-    explained, flipped = 0, 0
-    for cf, _batch in explain_dataset(explainer, test, "opposite", plan.batch_size,
-                                      limit=plan.n_explain, progress=progress):
-        for j in range(len(cf)):
-            rec = write_explanation(cf, j, out / "explain", image_name(test, explained))
-            flipped += int(rec["flipped"])
-            explained += 1
+    settings = {"iterative": plan.iterative, "take_at": plan.take_at, "stop_probability": plan.stop_probability}
+    quiet = lambda *_: None  # noqa: E731 (the demo prints its own summary lines)
+    records = run_explain("latent-shift", out / "classifier", out / kind, out / "data", out / "explain",
+                          flags=settings, split="test", limit=plan.n_explain, batch_size=plan.batch_size,
+                          overwrite=True, progress=progress, echo=quiet)
+    flipped = sum(bool(r["flipped"]) for r in records)
     stages["explain"] = time.perf_counter() - t0
-    result["n_explained"] = explained
-    echo(f"[4/5] explained {explained} test images ({flipped} reach the opposite class, "
+    result["n_explained"] = len(records)
+    echo(f"[4/5] explained {len(records)} test images ({flipped} reach the opposite class, "
          f"{stages['explain']:.0f} s) -> {out / 'explain'} (GIF, strip, map, JSON each)")
 
-    # 5. evaluation report
+    # 5. evaluation report (what `medcf evaluate` does)
     t0 = time.perf_counter()
-    models = {"oracle": load_classifier(out / "oracle", kind="oracle"),
-              "fo_detector": load_classifier(out / "fo-detector", kind="fo-detector"),
-              "ctr_regressor": load_classifier(out / "ctr-regressor", kind="ctr-regressor")}
-    lpips, lpips_note = None, "off"
-    try:
-        from medcf.eval import LPIPS
-
-        lpips, lpips_note = LPIPS("alex"), "alex"
-    except MedcfError:
-        lpips_note = "skipped (no weights; see medcf weights import-lpips)"
-    ev_summary, rows, examples = evaluate_explainer(
-        explainer, test, target="opposite", limit=plan.n_evaluate, batch_size=plan.batch_size,
-        lpips=lpips, progress=progress, **models)
-    settings = {"method": "latent-shift", "classifier": str(out / "classifier"),
-                "generator": str(out / kind), "data": str(out / "data"), "split": "test",
-                "target": "opposite", "limit": plan.n_evaluate, "batch_size": plan.batch_size,
-                "oracle": str(out / "oracle"), "fo_detector": str(out / "fo-detector"),
-                "ctr_regressor": str(out / "ctr-regressor"), "fid": "domain", "lpips": lpips_note,
-                "explainer_settings": asdict(explainer.config), "judged_at": explainer.config.threshold,
-                "demo": True}
-    write_evaluation(out / "evaluation", ev_summary, rows, examples, settings)
+    ev_summary = run_evaluation(
+        "latent-shift", out / "classifier", out / kind, out / "data", out / "evaluation", flags=settings,
+        split="test", oracle=out / "oracle", fo_detector=out / "fo-detector",
+        ctr_regressor=out / "ctr-regressor", limit=plan.n_evaluate, batch_size=plan.batch_size,
+        overwrite=True, progress=progress, extra_settings={"demo": True}, echo=quiet)
     stages["evaluate"] = time.perf_counter() - t0
     result["evaluation"] = {label: lookup(ev_summary, key) for key, label, _ in HEADLINE
                             if lookup(ev_summary, key) is not None}
@@ -226,6 +201,7 @@ def run_demo(out: str | os.PathLike, plan: DemoPlan = DemoPlan(), *, overwrite: 
 
 
 def main(argv: list[str] | None = None) -> dict:
+    """``python -m medcf.demo ARGS`` (the alias of ``medcf demo``); returns the figures."""
     ap = argparse.ArgumentParser(prog="python -m medcf.demo", description=__doc__,
                                  formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--out", default="runs/demo", help="demo folder (default runs/demo)")

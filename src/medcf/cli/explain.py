@@ -208,6 +208,11 @@ def build_from_flags(method, classifier, generator, flags: dict, sets, *, progre
 
 
 def register(app: typer.Typer) -> None:
+    """``medcf explain``, ``medcf evaluate`` and ``medcf demo`` (which runs both)."""
+    from medcf.cli import demo
+
+    demo.register(app)
+
     @app.command("explain")
     def explain_command(
         classifier: Path = SHARED["classifier"],
@@ -251,43 +256,14 @@ def register(app: typer.Typer) -> None:
 
         Settings of a method: medcf explain --method latent-probe --list-options
         """
-        from medcf.explain_runner import (
-            check_out_dir,
-            explain_dataset,
-            image_name,
-            open_images,
-            resolve_cli_target,
-            write_explanation,
-        )
-
         want, direction = _target_and_direction(target, away_from)
-        check_out_dir(out, overwrite)
         flags = {"take_at": take_at, "compose": compose, "iterative": iterative, "step_size": step_size,
                  "max_steps": max_steps, "max_change": _parse_max_change(max_change), "encoder": encoder,
                  "probe_dir": probe_dir, "fit_samples": fit_samples, "project_steps": project_steps,
                  "direction": direction}
-        explainer, named = build_from_flags(method, classifier, generator, flags, settings, progress=progress)
-        with naming_flags(named):
-            ds = open_images(images, explainer, split=split, convert_channels=convert_channels)
-            tgt = resolve_cli_target(want, getattr(explainer.classifier, "class_names", None))
-        t0 = time.perf_counter()
-        records, k = [], 0
-        with naming_flags(named):
-            for cf, batch in explain_dataset(explainer, ds, tgt, batch_size, limit=limit, progress=progress):
-                for i in range(len(cf)):
-                    idx = int(batch["index"][i]) if "index" in batch else k
-                    name = image_name(ds, k)
-                    files = getattr(ds, "files", None)
-                    source = str(files[k]) if files is not None and k < len(files) else f"{images}[{idx}]"
-                    records.append(write_explanation(cf, i, out, name, source=source, fps=fps))
-                    k += 1
-        flipped = sum(r["flipped"] for r in records)
-        typer.echo(f"explained {len(records)} image(s) in {time.perf_counter() - t0:.1f} s; "
-                   f"{flipped}/{len(records)} counterfactuals reach the target; files in {out}")
-        for r in records[:20]:
-            typer.echo(f"  {r['name']}: p({r['target_name'] or r['target']}) "
-                       f"{r['prob_original']:.3f} -> {r['prob_counterfactual']:.3f}"
-                       f"{'' if r['flipped'] else '  (not reached)'}")
+        run_explain(method, classifier, generator, images, out, flags=flags, sets=settings, target=want,
+                    split=split, limit=limit, batch_size=batch_size, convert_channels=convert_channels,
+                    fps=fps, overwrite=overwrite, progress=progress)
 
     @app.command("evaluate")
     def evaluate_command(
@@ -343,6 +319,48 @@ def register(app: typer.Typer) -> None:
                        oracle=oracle, fo_detector=fo_detector, ctr_regressor=ctr_regressor, target=target,
                        limit=limit, batch_size=batch_size, fid=fid, inception_weights=inception_weights,
                        lpips=lpips, examples=examples, overwrite=overwrite, progress=progress)
+
+
+def run_explain(method: str, classifier, generator, images, out, *, flags: dict | None = None,
+                sets: list[str] | None = None, target: str = "opposite", split: str | None = None,
+                limit: int | None = None, batch_size: int = 16, convert_channels: bool = False,
+                fps: float = 8.0, overwrite: bool = False, progress: bool = True, echo=typer.echo,
+                ) -> list[dict]:
+    """What ``medcf explain`` does (also ``medcf demo``'s GIF stage): build, explain ``images``,
+    write a GIF, strip, map and JSON per image into ``out``; returns the per-image records."""
+    from medcf.explain_runner import (
+        check_out_dir,
+        explain_dataset,
+        image_name,
+        open_images,
+        resolve_cli_target,
+        write_explanation,
+    )
+
+    check_out_dir(out, overwrite)
+    explainer, named = build_from_flags(method, classifier, generator, flags or {}, sets, progress=progress)
+    with naming_flags(named):
+        ds = open_images(images, explainer, split=split, convert_channels=convert_channels)
+        tgt = resolve_cli_target(target, getattr(explainer.classifier, "class_names", None))
+    t0 = time.perf_counter()
+    records, k = [], 0
+    with naming_flags(named):
+        for cf, batch in explain_dataset(explainer, ds, tgt, batch_size, limit=limit, progress=progress):
+            for i in range(len(cf)):
+                idx = int(batch["index"][i]) if "index" in batch else k
+                name = image_name(ds, k)
+                files = getattr(ds, "files", None)
+                source = str(files[k]) if files is not None and k < len(files) else f"{images}[{idx}]"
+                records.append(write_explanation(cf, i, out, name, source=source, fps=fps))
+                k += 1
+    flipped = sum(r["flipped"] for r in records)
+    echo(f"explained {len(records)} image(s) in {time.perf_counter() - t0:.1f} s; "
+         f"{flipped}/{len(records)} counterfactuals reach the target; files in {out}")
+    for r in records[:20]:
+        echo(f"  {r['name']}: p({r['target_name'] or r['target']}) "
+             f"{r['prob_original']:.3f} -> {r['prob_counterfactual']:.3f}"
+             f"{'' if r['flipped'] else '  (not reached)'}")
+    return records
 
 
 def run_evaluation(method: str, classifier, generator, data, out, *, flags: dict | None = None,
