@@ -1,4 +1,4 @@
-"""medcf.classifiers: the reference ResNet in five roles, and wrapping of user models.
+"""medcf.classifiers: the reference ResNet in five roles, wrapping of user models, TorchXRayVision.
 
 Example:
     >>> from medcf.classifiers import load_classifier, Classifier
@@ -17,6 +17,7 @@ from medcf.classifiers.resnet import (
     ResNetConfig,
     load_classifier,
 )
+from medcf.classifiers.xrv import XRVClassifier, xrv_densenet
 
 __all__ = [
     "CLASSIFIERS",
@@ -29,5 +30,7 @@ __all__ = [
     "ResNetClassifier",
     "ResNetConfig",
     "WrappedClassifier",
+    "XRVClassifier",
     "load_classifier",
+    "xrv_densenet",
 ]
