@@ -27,10 +27,10 @@ import time
 import torch
 
 from medcf.encoders import Projector, ProjectorConfig, StyleGANEncoder, load_stylegan2_generator
-from medcf.encoders.generator_io import map_z
 from medcf.encoders.stylegan_encoder import load_stylegan_encoder
 from medcf.eval.lpips import LPIPS
 from medcf.generators.stylegan2 import Generator, GeneratorConfig, MappingConfig, SynthesisConfig
+from medcf.generators.stylegan2.loading import map_z
 
 
 def untrained_64px() -> Generator:

@@ -135,7 +135,7 @@ def test_recipe_and_cli_errors(tmp_path, capsys):
 
 
 def test_conditional_generators_get_classes(tmp_path):
-    from medcf.encoders.generator_io import map_z
+    from medcf.generators.stylegan2.loading import map_z
     from medcf.train.encoder import train_encoder
 
     cfg = GeneratorConfig(z_dim=8, w_dim=8, c_dim=2, img_resolution=16, img_channels=1,

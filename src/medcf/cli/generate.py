@@ -76,6 +76,7 @@ def register(app: typer.Typer) -> None:
         out: Path = typer.Option(..., "--out", help="Output folder: seedNNNN.png per seed + grid.png."),
         class_index: int | None = typer.Option(None, "--class",
                                                help="Class index for a conditional generator (default: random)."),
+        overwrite: bool = typer.Option(False, "--overwrite", help="Replace a non-empty --out folder."),
     ) -> None:
         """Generate one image per seed (z ~ N(0, I) from torch.Generator().manual_seed(seed)) and a grid.
 
@@ -83,9 +84,11 @@ def register(app: typer.Typer) -> None:
         """
         import torch
 
-        from medcf.encoders.generator_io import load_stylegan2_generator, map_z
+        from medcf.generators.stylegan2.loading import load_stylegan2_generator, map_z
+        from medcf.io import check_output, write_output_dir
 
         seed_list = parse_seeds(seeds)
+        check_output(out, overwrite=overwrite)  # before any work; checked again when swapping in
         G = load_stylegan2_generator(generator)
         images = []
         with torch.no_grad():
@@ -93,10 +96,14 @@ def register(app: typer.Typer) -> None:
                 rng = torch.Generator().manual_seed(s)
                 z = torch.randn(1, G.z_dim, generator=rng)
                 ws = map_z(G, z, truncation_psi=trunc, c=class_index, rng=rng)
-                img = G.synthesis(ws, noise_mode="const")[0].clamp(-1, 1)
-                _write_png(out / f"seed{s:04d}.png", img)
-                images.append(img)
-        _write_png(out / "grid.png", _grid(torch.stack(images)))
+                images.append(G.synthesis(ws, noise_mode="const")[0].clamp(-1, 1))
+
+        def fill(tmp: Path) -> None:
+            for s, img in zip(seed_list, images, strict=True):
+                _write_png(tmp / f"seed{s:04d}.png", img)
+            _write_png(tmp / "grid.png", _grid(torch.stack(images)))
+
+        write_output_dir(out, fill, overwrite=overwrite)
         typer.echo(f"generate: {len(seed_list)} image(s) and grid.png in {out}")
 
     @app.command("project")
@@ -116,6 +123,7 @@ def register(app: typer.Typer) -> None:
         batch_size: int = typer.Option(8, "--batch-size", help="Images optimised together."),
         seed: int = typer.Option(0, "--seed", help="Seed of the noise maps and w noise."),
         progress: bool = typer.Option(True, "--progress/--no-progress", help="Show a progress bar."),
+        overwrite: bool = typer.Option(False, "--overwrite", help="Replace a non-empty --out folder."),
     ) -> None:
         """Project images into a StyleGAN2 latent space (W or W+) by optimisation; resumable.
 
@@ -131,9 +139,10 @@ def register(app: typer.Typer) -> None:
             load_latents,
             save_latents,
         )
-        from medcf.encoders.generator_io import generator_fingerprint, load_stylegan2_generator
         from medcf.encoders.stylegan_encoder import load_stylegan_encoder
-        from medcf.io import atomic_write_text
+        from medcf.generators.fingerprint import generator_fingerprint
+        from medcf.generators.stylegan2.loading import load_stylegan2_generator
+        from medcf.io import check_output, unique_stems, write_output_dir
 
         if batch_size < 1:
             raise MedcfError(f"--batch-size: must be >= 1, got {batch_size}")
@@ -145,6 +154,8 @@ def register(app: typer.Typer) -> None:
         except ValueError as e:
             raise MedcfError(f"medcf project: {e}") from None
         files = _image_files(images)
+        check_output(out, overwrite=overwrite)  # before any work; checked again when swapping in
+        names = unique_stems(files)
         G = load_stylegan2_generator(generator)
         enc = load_stylegan_encoder(encoder, generator=G) if encoder is not None else None
         saved = load_latents(resume_from) if resume_from is not None else None
@@ -156,7 +167,7 @@ def register(app: typer.Typer) -> None:
                              f"({saved.meta['files'][:3]}...)")
         proj = Projector(G, config=config)
         rng = torch.Generator().manual_seed(seed)
-        lat, noise, finals = [], {}, []
+        lat, noise, finals, projected = [], {}, [], []
         for i in range(0, len(files), batch_size):
             chunk = files[i:i + batch_size]
             x = torch.stack([load_image(p, resolution=G.img_resolution, channels=G.img_channels) for p in chunk])
@@ -168,8 +179,7 @@ def register(app: typer.Typer) -> None:
                 init = SavedLatents(latents=saved.latents[i:i + len(chunk)],
                                     noise={k: v[i:i + len(chunk)] for k, v in saved.noise.items()}, meta={})
             res = proj.project(x, init=init, generator=rng)
-            for p, img in zip(chunk, res.images, strict=True):
-                _write_png(out / f"{p.stem}_proj.png", img.clamp(-1, 1))
+            projected.extend(img.clamp(-1, 1) for img in res.images)
             lat.append(res.latents)
             for k, v in res.noise.items():
                 noise.setdefault(k, []).append(v)
@@ -179,10 +189,17 @@ def register(app: typer.Typer) -> None:
         meta = {"files": [p.name for p in files], "space": space, "steps": total_steps,
                 "generator": str(generator), "generator_fingerprint": generator_fingerprint(G),
                 "start": "encoder" if enc is not None else ("resume" if saved is not None else "w_avg")}
-        save_latents(out / "latents.safetensors", torch.cat(lat),
-                     noise={k: torch.cat(v) for k, v in noise.items()}, meta={**meta, "final": final})
-        atomic_write_text(out / "projection.json", json.dumps(
-            {**meta, "final": final, "settings": proj.settings()}, indent=2) + "\n")
+        meta["outputs"] = [f"{n}_proj.png" for n in names]
+
+        def fill(tmp: Path) -> None:
+            for name, img in zip(names, projected, strict=True):
+                _write_png(tmp / f"{name}_proj.png", img)
+            save_latents(tmp / "latents.safetensors", torch.cat(lat),
+                         noise={k: torch.cat(v) for k, v in noise.items()}, meta={**meta, "final": final})
+            (tmp / "projection.json").write_text(json.dumps(
+                {**meta, "final": final, "settings": proj.settings()}, indent=2) + "\n")
+
+        write_output_dir(out, fill, overwrite=overwrite)
         def mean(k: str) -> float:
             return sum(final[k]) / len(final[k])
 

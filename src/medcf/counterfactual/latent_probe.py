@@ -66,8 +66,9 @@ from torch import Tensor, nn
 from medcf.counterfactual._common import eval_mode
 from medcf.counterfactual.base import Explainer
 from medcf.counterfactual.walk import WalkConfig, latent_walk
-from medcf.encoders.generator_io import generator_fingerprint, latent_shape, map_z
 from medcf.errors import CheckpointError, MedcfError, NotFittedError, ShapeError
+from medcf.generators.fingerprint import generator_fingerprint
+from medcf.generators.stylegan2.loading import latent_shape, map_z
 from medcf.io import atomic_write_dir, first_line
 from medcf.progress import tqdm  # a live bar on a terminal, plain lines in a log
 from medcf.types import Counterfactual, Target, reaches
@@ -477,9 +478,9 @@ def build_latent_probe(generator_dir, classifier, encoder_dir=None, probe_dir=No
         >>> probe = build_latent_probe("runs/stylegan2", "runs/classifier", "runs/encoder",
         ...                            probe_dir="runs/probe", fit_samples=5000)       # doctest: +SKIP
     """
-    from medcf.encoders.generator_io import load_stylegan2_generator
     from medcf.encoders.projector import Projector, ProjectorConfig
     from medcf.encoders.stylegan_encoder import load_stylegan_encoder
+    from medcf.generators.stylegan2.loading import load_stylegan2_generator
 
     G = load_stylegan2_generator(generator_dir, device=device)
     if isinstance(classifier, (str, os.PathLike)):
@@ -523,7 +524,7 @@ def build(classifier_dir, generator_dir, *, device: str | torch.device = "cpu", 
         load_explained_classifier,
         setting_error,
     )
-    from medcf.encoders.generator_io import GENERATOR_KIND
+    from medcf.generators.stylegan2.loading import GENERATOR_KIND
 
     method = LatentProbe.method
     if max_steps is not None:

@@ -6,7 +6,6 @@ Example:
     >>> res = proj.project(x, init=StyleGANEncoder.load("runs/encoder")(x))  # doctest: +SKIP
 """
 
-from medcf.encoders.generator_io import generator_fingerprint, load_stylegan2_generator
 from medcf.encoders.projector import (
     ProjectionResult,
     Projector,
@@ -20,6 +19,8 @@ from medcf.encoders.stylegan_encoder import (
     StyleGANEncoderConfig,
     load_stylegan_encoder,
 )
+from medcf.generators.fingerprint import generator_fingerprint
+from medcf.generators.stylegan2.loading import load_stylegan2_generator
 
 __all__ = [
     "ProjectionResult",

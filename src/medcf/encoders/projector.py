@@ -50,8 +50,8 @@ from safetensors import SafetensorError
 from safetensors.torch import load_file, save_file
 from torch import Tensor, nn
 
-from medcf.encoders.generator_io import latent_shape, map_z
 from medcf.errors import CheckpointError, DataError, ShapeError
+from medcf.generators.stylegan2.loading import latent_shape, map_z
 from medcf.io import atomic_write, first_line
 from medcf.progress import tqdm  # a live bar on a terminal, plain lines in a log
 from medcf.types import check_images

@@ -31,8 +31,9 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from medcf.encoders.generator_io import generator_fingerprint, latent_shape
 from medcf.errors import CheckpointError, MedcfError
+from medcf.generators.fingerprint import generator_fingerprint
+from medcf.generators.stylegan2.loading import latent_shape
 from medcf.io import SavableModule
 from medcf.types import check_images
 
