@@ -146,6 +146,18 @@ def test_spurious_token_rate_and_location():
     assert diff[24:, 24:].max() > 0.2 and diff[:20].max() == 0 and diff[:, :20].max() == 0
 
 
+def test_spurious_negative_rate_makes_the_token_independent_of_the_label():
+    base = SynthConfig(resolution=32)
+    both = replace(base, spurious_rate=0.5, spurious_negative_rate=0.5)
+    tokens = {0: [], 1: []}
+    for i in range(200):
+        a, b = render_sample(base, 0, i), render_sample(both, 0, i)
+        assert not a.spurious and a.label == b.label  # default: no token; the label draw is unchanged
+        tokens[b.label].append(b.spurious)
+    for label in (0, 1):
+        assert 0.35 < np.mean(tokens[label]) < 0.65, label
+
+
 def test_config_errors_are_one_line():
     for kwargs, word in (({"task": "pneumonia"}, "task"), ({"resolution": 16}, "resolution"),
                          ({"spurious_rate": 1.5}, "spurious_rate"), ({"ctr_gap": 0.3}, "ctr")):

@@ -18,6 +18,8 @@ def synth_command(
     seed: int = typer.Option(0, "--seed", help="Benchmark seed; sample i depends only on (seed, i)."),
     spurious_rate: float = typer.Option(0.0, "--spurious-rate",
                                         help="Fraction of positive images carrying the spurious token (0 = off)."),
+    spurious_negative_rate: float = typer.Option(0.0, "--spurious-negative-rate",
+                                                 help="Fraction of negative images carrying the token."),
     pacemaker_rate: float = typer.Option(0.15, "--pacemaker-rate", help="P(pacemaker)."),
     electrodes_rate: float = typer.Option(0.3, "--electrodes-rate", help="P(ECG electrodes)."),
     marker_rate: float = typer.Option(0.5, "--marker-rate", help="P(laterality marker)."),
@@ -33,6 +35,7 @@ def synth_command(
     from medcf.data.synthetic_writer import write_synthetic
 
     config = SynthConfig(task=task, resolution=resolution, spurious_rate=spurious_rate,
+                         spurious_negative_rate=spurious_negative_rate,
                          pacemaker_rate=pacemaker_rate, electrodes_rate=electrodes_rate,
                          marker_rate=marker_rate)
     summary = write_synthetic(config, n, out, seed=seed, overwrite=overwrite, workers=workers,

@@ -21,8 +21,10 @@ in. Three tasks:
 Foreign objects (pacemaker with lead, ECG electrodes, laterality marker) are
 drawn independently of the label at their own rates. The spurious token (a
 hollow square in the lower right corner) appears on a fraction
-``spurious_rate`` of positive images and never on negative ones, so
-``P(spurious | label=1) = spurious_rate`` and ``P(spurious | label=0) = 0``.
+``spurious_rate`` of positive images and, by default, never on negative ones,
+so ``P(spurious | label=1) = spurious_rate`` and ``P(spurious | label=0) =
+spurious_negative_rate`` (0 by default; equal rates make the token independent
+of the label, e.g. to train a detector of it or to test shortcut reliance).
 
 Units of ``nuisance`` (order of NUISANCE_NAMES): rotation in degrees; shift_x,
 shift_y, thorax_width and blur (Gaussian sigma) as fractions of the image
@@ -73,6 +75,7 @@ class SynthConfig:
     electrodes_rate: float = 0.3                      # P(ECG electrodes)
     marker_rate: float = 0.5                          # P(laterality marker "L")
     spurious_rate: float = 0.0                        # P(spurious token | label=1); 0 = off
+    spurious_negative_rate: float = 0.0               # P(spurious token | label=0)
     rotation_range: tuple[float, float] = (-5.0, 5.0)          # degrees
     shift_range: tuple[float, float] = (-0.04, 0.04)           # fraction of width, both axes
     thorax_width_range: tuple[float, float] = (0.68, 0.80)     # fraction of width
@@ -86,7 +89,8 @@ class SynthConfig:
             raise DataError(f"SynthConfig.task: unknown task {self.task!r} (choose from {sorted(CLASS_NAMES)})")
         if not (isinstance(self.resolution, int) and MIN_RESOLUTION <= self.resolution <= MAX_RESOLUTION):
             raise DataError(f"SynthConfig.resolution: must be an integer in {MIN_RESOLUTION}..{MAX_RESOLUTION}, got {self.resolution!r}")
-        for name in ("positive_rate", "pacemaker_rate", "electrodes_rate", "marker_rate", "spurious_rate"):
+        for name in ("positive_rate", "pacemaker_rate", "electrodes_rate", "marker_rate", "spurious_rate",
+                     "spurious_negative_rate"):
             value = getattr(self, name)
             if not 0.0 <= value <= 1.0:
                 raise DataError(f"SynthConfig.{name}: must be in [0, 1], got {value!r}")
@@ -155,7 +159,7 @@ def render_sample(config: SynthConfig, seed: int, index: int) -> SynthSample:
         label = int(ctr > 0.5)
     fo_flags = np.array([u[2] < config.pacemaker_rate, u[3] < config.electrodes_rate,
                          u[4] < config.marker_rate])
-    spurious = bool(label == 1 and u[5] < config.spurious_rate)
+    spurious = bool(u[5] < (config.spurious_rate if label == 1 else config.spurious_negative_rate))
     lesion = config.task == "opacity" and label == 1
     blunted = config.task == "effusion" and label == 1
 
