@@ -204,6 +204,10 @@ def test_cli_train_explain_and_errors(toy, tmp_path, capsys):
                              "--generator", run, "--images", toy / "data" / "images" / "000001.png",
                              "--out", tmp_path / "ex2")
     assert code == 2 and "trained for classifier" in err and len(err.strip().splitlines()) == 1
+    code, out, err = run_cli(capsys, "explain", "--method", "progressive", "--classifier", other,
+                             "--generator", run, "--images", toy / "data" / "images" / "000001.png",
+                             "--out", tmp_path / "ex2", "--set", "force=true")
+    assert code == 0, err  # forced: explained, with a warning
     code, out, err = run_cli(capsys, "train", "dissect", "--data", toy / "data", "--classifier", toy / "classifier",
                              "--out", tmp_path / "d", "--concepts", "1")
     assert code == 2 and "--concepts" in err

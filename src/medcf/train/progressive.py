@@ -211,3 +211,28 @@ def train_progressive(
                       export="generator", run_info=run_info)
     model_dir = Path(trainer.fit(resume=resume))
     return TrainedProgressive(model_dir=model_dir, classifier_hash=chash, wall_s=time.perf_counter() - t0)
+
+
+def prepare_benchmark(data_dir, out_dir, *, classifier_dir, task: str, profile: dict[str, Any], device="cpu",
+                      seed: int = 0, progress: bool = True, concepts: int = 1) -> dict:
+    """``MethodSpec.prepare`` of ``progressive`` (``concepts`` 1) and ``dissect`` (``profile["concepts"]``,
+    default 2): train (or reuse) the generator for this classifier; profile keys steps, batch_size,
+    width, bins, lr (defaults 3000, 16, 32, 10, 2e-4); its ``explain`` table passes to ``build``."""
+    from medcf.benchmark.cache import cached_stage
+
+    k = int(profile.get("concepts", concepts))
+    cfg = {"data": str(data_dir), "classifier": str(classifier_dir), "concepts": k,
+           "steps": int(profile.get("steps", 3000)), "batch_size": int(profile.get("batch_size", 16)),
+           "width": int(profile.get("width", 32)), "bins": int(profile.get("bins", 10)),
+           "lr": float(profile.get("lr", 2e-4)), "seed": seed}
+    name = "dissect" if k > 1 else "progressive"
+    run = cached_stage(out_dir, name, cfg, lambda d, resume: train_progressive(
+        data_dir, d, classifier=classifier_dir, concepts=k, bins=cfg["bins"], steps=cfg["steps"],
+        batch_size=cfg["batch_size"], width=cfg["width"], lr=cfg["lr"], seed=seed, resume=resume,
+        progress=progress, checkpoint_every=max(50, cfg["steps"] // 4)))
+    return {"generator_dir": str(run), **profile.get("explain", {})}
+
+
+def prepare_dissect(data_dir, out_dir, **kwargs) -> dict:
+    """``MethodSpec.prepare`` of ``dissect`` (K = ``profile["concepts"]``, default 2)."""
+    return prepare_benchmark(data_dir, out_dir, concepts=2, **kwargs)
