@@ -1,5 +1,12 @@
 """Saving and loading: model directories, atomic writes, restricted loads.
 
+The package: ``medcf.io`` (model directories, atomic writes, ``SavableModule``),
+``medcf.io.config`` (strict typed configs from JSON), ``medcf.io.weights``
+(safetensors header checks), ``medcf.io.outputs`` (the output policy of every
+command), ``medcf.io.files`` (regular files only, capped archive members) and
+``medcf.io.unpickle`` (the one restricted unpickler). Public names of all of
+them that other modules use are importable from ``medcf.io``.
+
 A saved model is a directory::
 
     MODEL_DIR/config.json        {"format": "medcf", "kind": ..., "class": ..., "config": {...}, "meta": {...}}
@@ -16,13 +23,10 @@ Example:
 
 from __future__ import annotations
 
-import dataclasses
 import json
 import os
 import shutil
 import tempfile
-import types
-import typing
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any, ClassVar, TypeVar
@@ -33,6 +37,9 @@ from safetensors.torch import load_file, save_file
 from torch import nn
 
 from medcf.errors import CheckpointError
+from medcf.io.config import config_from_dict, config_to_dict  # noqa: F401 (re-exported)
+from medcf.io.outputs import check_output, unique_stems, user_umask, write_output_dir  # noqa: F401 (re-exported)
+from medcf.io.weights import check_against, read_weights_header
 
 CONFIG_NAME = "config.json"
 WEIGHTS_NAME = "model.safetensors"
@@ -51,6 +58,7 @@ def atomic_write(path: str | os.PathLike, write: Callable[[Path], None]) -> Path
     fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
     os.close(fd)
     try:
+        os.chmod(tmp, 0o666 & ~user_umask())  # mkstemp makes 0600; the result gets the user's umask
         write(Path(tmp))
         os.replace(tmp, path)
     except BaseException:
@@ -77,6 +85,7 @@ def atomic_write_dir(path: str | os.PathLike, fill: Callable[[Path], None]) -> P
     tmp = Path(tempfile.mkdtemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent))
     old = None
     try:
+        os.chmod(tmp, 0o777 & ~user_umask())  # mkdtemp makes 0700; the result gets the user's umask
         fill(tmp)
         if path.exists():
             old = Path(tempfile.mkdtemp(prefix=f".{path.name}.", suffix=".old", dir=path.parent))
@@ -110,55 +119,6 @@ def first_line(e: BaseException) -> str:
 
 
 # ----------------------------------------------------------------------------- configs
-
-
-def config_to_dict(config: Any) -> dict[str, Any]:
-    return dataclasses.asdict(config)
-
-
-def config_from_dict(cls: type, data: dict[str, Any], *, where: str = "config") -> Any:
-    """Rebuild a (possibly nested) frozen dataclass from JSON data; lists become tuples."""
-    if not isinstance(data, dict):
-        raise CheckpointError(f"{where}: expected an object for {cls.__name__}, got {type(data).__name__}")
-    hints = typing.get_type_hints(cls)
-    names = {f.name for f in dataclasses.fields(cls)}
-    unknown = sorted(set(data) - names)
-    if unknown:
-        raise CheckpointError(f"{where}: unknown field(s) {unknown} for {cls.__name__}")
-    kwargs = {}
-    for name, value in data.items():
-        kwargs[name] = _coerce(hints.get(name), value, where=f"{where}.{name}")
-    try:
-        return cls(**kwargs)
-    except (TypeError, ValueError) as e:
-        raise CheckpointError(f"{where}: invalid {cls.__name__}: {first_line(e)}") from e
-
-
-def _coerce(tp: Any, value: Any, *, where: str) -> Any:
-    if tp is None or value is None:
-        return value
-    origin = typing.get_origin(tp)
-    if origin in (typing.Union, types.UnionType):
-        for arg in typing.get_args(tp):
-            if arg is type(None):
-                continue
-            if dataclasses.is_dataclass(arg) and isinstance(value, dict):
-                return config_from_dict(arg, value, where=where)
-        return _listy_to_tuple(value)
-    if dataclasses.is_dataclass(tp) and isinstance(value, dict):
-        return config_from_dict(tp, value, where=where)
-    if origin is tuple and isinstance(value, list):
-        args = typing.get_args(tp)
-        if args and dataclasses.is_dataclass(args[0]):
-            return tuple(config_from_dict(args[0], v, where=where) for v in value)
-        return _listy_to_tuple(value)
-    return _listy_to_tuple(value)
-
-
-def _listy_to_tuple(value: Any) -> Any:
-    if isinstance(value, list):
-        return tuple(_listy_to_tuple(v) for v in value)
-    return value
 
 
 # ----------------------------------------------------------------------------- model directories
@@ -204,13 +164,24 @@ def save_model_dir(path: str | os.PathLike, *, kind: str, class_name: str, confi
 
 
 def load_weights(model_dir: str | os.PathLike) -> dict[str, torch.Tensor]:
+    """The tensors of ``MODEL_DIR/model.safetensors``; its header is checked first (truncation, sizes)."""
     path = Path(model_dir) / WEIGHTS_NAME
-    if not path.is_file():
+    if not path.exists():
         raise CheckpointError(f"{path}: weights file not found")
+    read_weights_header(path)
     try:
         return load_file(str(path))
     except (SafetensorError, OSError, ValueError) as e:
         raise CheckpointError(f"{path}: corrupt weights file ({first_line(e)})") from e
+
+
+def _skeleton(cls: type[T], config: Any, header: dict[str, Any]) -> T | None:
+    """The model built on the meta device (no memory), or None if it cannot be built there."""
+    try:
+        with torch.device("meta"):
+            return cls.from_config(config, header)
+    except Exception:  # a model whose construction needs real tensors: checked after the real build
+        return None
 
 
 class SavableModule(nn.Module):
@@ -246,13 +217,20 @@ class SavableModule(nn.Module):
                 f"{model_dir}: is a '{header['kind']}' checkpoint, expected '{cls.kind}'")
         config = config_from_dict(cls.config_class, header.get("config", {}),
                                   where=f"{model_dir / CONFIG_NAME}")
+        weights = model_dir / WEIGHTS_NAME
+        spec = read_weights_header(weights)  # truncated/corrupt: one line, before anything is built
+        skeleton = _skeleton(cls, config, header)  # sizes come from the config: check them on no memory
+        if skeleton is not None:
+            check_against(spec, skeleton.state_dict(), where=str(weights), what=cls.__name__)
+            del skeleton
         model = cls.from_config(config, header)
+        check_against(spec, model.state_dict(), where=str(weights), what=cls.__name__)
         state = load_weights(model_dir)
-        missing, unexpected = model.load_state_dict(state, strict=False)
-        if missing or unexpected:
-            raise CheckpointError(
-                f"{model_dir / WEIGHTS_NAME}: weights do not match {cls.__name__} "
-                f"(missing {sorted(missing)[:3]}, unexpected {sorted(unexpected)[:3]})")
+        model.load_state_dict(state, strict=True)
+        for name, p in model.named_parameters():
+            if p.is_floating_point() and not torch.isfinite(p).all():
+                raise CheckpointError(f"{weights}: parameter {name} holds NaN or infinite values")
+        model.loaded_from = model_dir  # where it came from (e.g. medcf.eval.ood finds ood.json there)
         return model.to(device).eval()
 
     @classmethod
