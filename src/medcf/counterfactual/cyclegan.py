@@ -1,0 +1,162 @@
+"""CycleGAN translation counterfactuals (Narayanaswamy et al., MICCAI 2020).
+
+The counterfactual of x toward class B is G_AB(x); applying the generator again,
+G_AB^k(x) for k = 1..K, amplifies the change as in the paper. Every frame is scored
+by the classifier, and the counterfactual is the first frame whose target probability
+reaches ``take_at`` (or ``threshold``), else the best frame (``Explainer.from_path``).
+Frame 0 of the path is the input itself, and the difference map is cf - x.
+
+The known failure mode: a CycleGAN can hide information in the image to satisfy the
+cycle loss, so a translation may flip the classifier without changing what an
+independent oracle sees. The explainer has no oracle; ``hidden_information`` counts
+such queries from evaluation rows (``medcf.eval.evaluate_counterfactuals`` with an oracle).
+
+Example:
+    >>> from medcf.generators.cyclegan import CycleGAN, CycleGANConfig
+    >>> g = CycleGAN(CycleGANConfig(resolution=32, width=4, blocks=1)).eval()
+    >>> clf = torch.nn.Sequential(torch.nn.Flatten(), torch.nn.Linear(32 * 32, 2))
+    >>> cf = CycleGANExplainer(cyclegan=g, classifier=clf).explain(torch.zeros(2, 1, 32, 32), target=1)
+    >>> cf.path.shape[0]      # the input + K = 4 translations
+    5
+"""
+
+from __future__ import annotations
+
+import os
+import time
+from collections.abc import Iterable, Mapping
+from dataclasses import dataclass
+
+import torch
+from torch import Tensor
+
+from medcf.counterfactual.base import Explainer, PathConfig
+from medcf.errors import MedcfError
+from medcf.generators.cyclegan import CycleGAN
+from medcf.types import Counterfactual, Target
+
+
+@dataclass(frozen=True)
+class CycleGANExplainerConfig(PathConfig):
+    max_steps: int = 4                  # K: translations applied, G^1(x) .. G^K(x)
+
+    def __post_init__(self):
+        super().__post_init__()
+        if not isinstance(self.max_steps, int) or self.max_steps < 1:
+            raise ValueError(f"CycleGANExplainerConfig.max_steps: must be an integer >= 1, got {self.max_steps!r}")
+
+
+class CycleGANExplainer(Explainer):
+    """Counterfactuals by repeated translation with a trained ``CycleGAN`` (``--method cyclegan``).
+
+    The target class must be one of the CycleGAN's two domains (matched by class name when
+    both the classifier and the CycleGAN know their class names, else by index).
+    """
+
+    method = "cyclegan"
+    config_class = CycleGANExplainerConfig
+
+    def __init__(self, *, cyclegan: CycleGAN, classifier, config: CycleGANExplainerConfig | None = None):
+        super().__init__(classifier=classifier, config=config)
+        self.cyclegan = cyclegan
+
+    @property
+    def generator(self) -> CycleGAN:  # what explain_runner reads the input shape from
+        return self.cyclegan
+
+    def _domains(self, t: Tensor) -> Tensor:
+        """[B] classifier class indices -> [B] bool: translate toward domain B (else toward A)."""
+        cfg = self.cyclegan.config
+        clf_names = list(getattr(self.classifier, "class_names", None) or [])
+        gan_names = list(cfg.class_names)
+        out = []
+        for c in t.tolist():
+            key = c
+            if clf_names and gan_names and c < len(clf_names):
+                name = clf_names[c]
+                if name not in gan_names:
+                    raise MedcfError(f"CycleGAN: target class {name!r} is not one of the CycleGAN's domains "
+                                     f"({cfg.domain_name('a')!r}, {cfg.domain_name('b')!r})")
+                key = gan_names.index(name)
+            side = self.cyclegan.domain_of_class(key)
+            if side is None:
+                raise MedcfError(f"CycleGAN: target class {c} is not one of the CycleGAN's domains "
+                                 f"({cfg.domain_name('a')!r}, {cfg.domain_name('b')!r})")
+            out.append(side == "b")
+        return torch.tensor(out, dtype=torch.bool, device=t.device)
+
+    @torch.no_grad()
+    def explain(self, x: Tensor, target: Target | None = None) -> Counterfactual:
+        """x [B, C, H, W] -> Counterfactual with path [K + 1, B, C, H, W] (frame 0: x)."""
+        start = time.perf_counter()
+        cfg = self.cyclegan.config
+        self.check_inputs(x, channels=cfg.channels, resolution=cfg.resolution, modules={"cyclegan": self.cyclegan})
+        with self.eval_mode(self.cyclegan):
+            t, _ = self.targets(x, target)
+            to_b = self._domains(t)                                       # [B]
+            frames, cur = [x], x
+            for _ in range(self.config.max_steps):
+                nxt = torch.empty_like(cur)
+                if to_b.any():
+                    nxt[to_b] = self.cyclegan.g_ab(cur[to_b])
+                if (~to_b).any():
+                    nxt[~to_b] = self.cyclegan.g_ba(cur[~to_b])
+                frames.append(nxt)
+                cur = nxt
+            path = torch.stack(frames)                                    # [K + 1, B, C, H, W]
+            info = {"direction": ["A->B" if v else "B->A" for v in to_b.tolist()],
+                    "domains": [cfg.domain_name("a"), cfg.domain_name("b")]}
+            cf = self.from_path(x, t, path, reference=x, info=info, start_time=start)
+        cf.info["translations"] = cf.info["frame_index"]  # k in G^k(x)
+        return cf
+
+
+def hidden_information(rows: Iterable[Mapping]) -> dict:
+    """Queries whose counterfactual flips the classifier but not the oracle.
+
+    ``rows`` are per-query rows of ``medcf.eval.evaluate_counterfactuals`` scored with an
+    oracle (keys ``reached`` and ``oracle_reached``). Returns the count, the rate over all
+    queries and over the valid ones, and the flagged query numbers.
+
+    Example:
+        >>> hidden_information([{"query": 0, "reached": True, "oracle_reached": False},
+        ...                     {"query": 1, "reached": True, "oracle_reached": True}])["count"]
+        1
+    """
+    rows = list(rows)
+    if rows and "oracle_reached" not in rows[0]:
+        raise ValueError("hidden_information: rows were scored without an oracle (no 'oracle_reached')")
+    flagged = [r.get("query", i) for i, r in enumerate(rows) if r["reached"] and not r["oracle_reached"]]
+    valid = sum(bool(r["reached"]) for r in rows)
+    return {"count": len(flagged), "n": len(rows), "n_valid": valid,
+            "rate": len(flagged) / len(rows) if rows else float("nan"),
+            "rate_among_valid": len(flagged) / valid if valid else float("nan"), "queries": flagged}
+
+
+def build_cyclegan(classifier_dir: str | os.PathLike, generator_dir: str | os.PathLike, *,
+                   device: str | torch.device = "cpu", progress: bool = True,
+                   **settings) -> CycleGANExplainer:
+    """A ``CycleGANExplainer`` from a classifier run and a ``cyclegan`` run (``medcf train cyclegan``).
+
+    ``settings``: ``CycleGANExplainerConfig`` fields (``max_steps`` = K translations, ``threshold``,
+    ``take_at``); None keeps the default. ``progress`` is accepted for the builder contract (unused).
+
+    Example:
+        >>> e = build_cyclegan("runs/classifier", "runs/cyclegan", max_steps=4)   # doctest: +SKIP
+    """
+    from medcf.counterfactual.checkpoints import (
+        check_pair,
+        config_from_options,
+        expect_kind,
+        load_explained_classifier,
+    )
+
+    config = config_from_options(CycleGANExplainerConfig, CycleGANExplainer.method, settings)
+    classifier = load_explained_classifier(classifier_dir, device=device)
+    header = expect_kind(generator_dir, (CycleGAN.kind,), CycleGANExplainer.method, "medcf train cyclegan")
+    model = CycleGAN.load(header["path"], device=device)
+    check_pair(classifier, model, classifier_dir, generator_dir)
+    return CycleGANExplainer(cyclegan=model, classifier=classifier, config=config)
+
+
+__all__ = ["CycleGANExplainer", "CycleGANExplainerConfig", "build_cyclegan", "hidden_information"]

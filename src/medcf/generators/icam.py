@@ -1,0 +1,398 @@
+"""ICAM (Bass et al., NeurIPS 2020): a VAE-GAN whose latent is split into a class-irrelevant
+spatial *content* code and a low-dimensional, KL-regularised, class-relevant *attribute* code.
+
+Parts (``dims`` = 2 for images [B, C, H, W], 3 for volumes [B, C, D, H, W]; 2D is tested):
+
+- ``ContentEncoder``: x -> content [B, Cc, S, S] (S = resolution / 2**downsample);
+- ``AttributeEncoder``: x -> (mean, log-variance) [B, attr_dim];
+- ``Decoder``: (content, attribute) -> image in (-1, 1); the attribute is tiled and
+  concatenated at every scale;
+- ``attr_classifier``: ICAM's own classifier, one logit for domain B from the attribute mean;
+- ``ImageDiscriminator`` (training only): patch real/fake map + a classification head;
+- ``ContentDiscriminator`` (training only): predicts the domain from the content code,
+  which the encoders learn to defeat.
+
+``ICAM`` (kind ``icam``) saves the encoders, decoder, classifier and the per-domain mean
+and standard deviation of the attribute code over the training data (``attr_mean``,
+``attr_std`` [2, attr_dim], row 0: domain A) used by the explainer. ``icam_losses``
+computes the generator objective (adversarial, self- and cross-cycle L1, KL, attribute
+classification, content adversarial); the recipe is ``medcf.train.icam``.
+
+Example:
+    >>> model = ICAM(ICAMConfig(resolution=32, width=8, attr_dim=4)).eval()
+    >>> c, a = model.encode(torch.zeros(2, 1, 32, 32))
+    >>> c.shape, a.shape, model.decode(c, a).shape
+    (torch.Size([2, 32, 8, 8]), torch.Size([2, 4]), torch.Size([2, 1, 32, 32]))
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+from typing import Any, ClassVar
+
+import torch
+import torch.nn.functional as F
+from torch import Tensor, nn
+
+from medcf.generators.cyclegan import lsgan_loss
+from medcf.io import SavableModule
+from medcf.types import check_images
+
+
+@dataclass(frozen=True)
+class ICAMConfig:
+    resolution: int = 64                  # image side (height = width [= depth])
+    channels: int = 1                     # 1 or 3
+    dims: int = 2                         # 2: images, 3: volumes
+    width: int = 32                       # content encoder / decoder channels at full resolution
+    downsample: int = 2                   # stride-2 stages: content code is resolution / 2**downsample
+    blocks: int = 2                       # residual blocks on the content code
+    attr_dim: int = 8                     # attribute code size (low-dimensional)
+    attr_width: int = 32                  # attribute encoder channels of the first layer
+    disc_width: int = 32                  # image discriminator channels of the first layer
+    disc_layers: int = 3                  # stride-2 layers of the image discriminator
+    domain_a: int = 0                     # class index of domain A in the training data
+    domain_b: int = 1                     # class index of domain B
+    class_names: tuple[str, ...] = ()     # class names of the training data (may be empty)
+
+    def __post_init__(self):
+        where = "ICAMConfig"
+        if self.channels not in (1, 3):
+            raise ValueError(f"{where}: channels must be 1 or 3, got {self.channels}")
+        if self.dims not in (2, 3):
+            raise ValueError(f"{where}: dims must be 2 or 3, got {self.dims}")
+        if min(self.width, self.attr_dim, self.attr_width, self.disc_width, self.disc_layers) < 1 or \
+                self.blocks < 0 or self.downsample < 1:
+            raise ValueError(f"{where}: widths, attr_dim, disc_layers and downsample must be >= 1, blocks >= 0")
+        if self.resolution % 2 ** self.downsample or self.resolution >> self.downsample < 2:
+            raise ValueError(f"{where}: resolution {self.resolution} must be divisible by 2**downsample "
+                             f"({2 ** self.downsample}) and leave at least 2 pixels")
+        if self.resolution >> self.disc_layers < 2:
+            raise ValueError(f"{where}: resolution {self.resolution} is too small for {self.disc_layers} "
+                             "discriminator layers")
+        if self.domain_a == self.domain_b:
+            raise ValueError(f"{where}: domain_a and domain_b must differ, both are {self.domain_a}")
+        object.__setattr__(self, "class_names", tuple(str(n) for n in self.class_names))
+
+    @property
+    def content_channels(self) -> int:
+        return self.width * 2 ** self.downsample
+
+    def domain_name(self, which: str) -> str:
+        i = self.domain_a if which == "a" else self.domain_b
+        return self.class_names[i] if i < len(self.class_names) else str(i)
+
+
+# ----------------------------------------------------------------------------- building blocks
+
+
+def _conv(dims: int, *args, **kwargs) -> nn.Module:
+    return (nn.Conv2d if dims == 2 else nn.Conv3d)(*args, **kwargs)
+
+
+def _norm(ch: int) -> nn.GroupNorm:
+    return nn.GroupNorm(math.gcd(ch, 8), ch)
+
+
+def _spatial_mean(h: Tensor) -> Tensor:  # [B, C, *spatial] -> [B, C]
+    return h.flatten(2).mean(2)
+
+
+def _tile(a: Tensor, like: Tensor) -> Tensor:  # [B, A] -> [B, A, *like.spatial]
+    return a.view(*a.shape, *([1] * (like.ndim - 2))).expand(*a.shape, *like.shape[2:])
+
+
+class _ResBlock(nn.Module):
+    """GN-SiLU-conv3-GN-SiLU-conv3 + identity (2D or 3D)."""
+
+    def __init__(self, dims: int, ch: int):
+        super().__init__()
+        self.body = nn.Sequential(_norm(ch), nn.SiLU(), _conv(dims, ch, ch, 3, 1, 1),
+                                  _norm(ch), nn.SiLU(), _conv(dims, ch, ch, 3, 1, 1))
+
+    def forward(self, x: Tensor) -> Tensor:
+        return x + self.body(x)
+
+
+class ContentEncoder(nn.Module):
+    """[B, C, R, R] -> [B, width * 2**downsample, S, S] (class-irrelevant spatial code)."""
+
+    def __init__(self, cfg: ICAMConfig):
+        super().__init__()
+        d, w = cfg.dims, cfg.width
+        layers: list[nn.Module] = [_conv(d, cfg.channels, w, 3, 1, 1)]
+        for i in range(cfg.downsample):
+            layers += [_norm(w * 2 ** i), nn.SiLU(), _conv(d, w * 2 ** i, w * 2 ** (i + 1), 4, 2, 1)]
+        layers += [_ResBlock(d, cfg.content_channels) for _ in range(cfg.blocks)]
+        layers += [_norm(cfg.content_channels)]
+        self.net = nn.Sequential(*layers)
+
+    def forward(self, x: Tensor) -> Tensor:
+        return self.net(x)
+
+
+class AttributeEncoder(nn.Module):
+    """[B, C, R, R] -> (mean [B, attr_dim], log-variance [B, attr_dim])."""
+
+    def __init__(self, cfg: ICAMConfig):
+        super().__init__()
+        d, w = cfg.dims, cfg.attr_width
+        stages = max(1, int(math.log2(cfg.resolution)) - 2)       # down to 4 pixels
+        layers: list[nn.Module] = [_conv(d, cfg.channels, w, 3, 1, 1)]
+        ch = w
+        for _ in range(stages):
+            nxt = min(ch * 2, 8 * w)
+            layers += [nn.LeakyReLU(0.2), _conv(d, ch, nxt, 4, 2, 1)]
+            ch = nxt
+        self.net = nn.Sequential(*layers, nn.LeakyReLU(0.2))
+        self.head = nn.Linear(ch, 2 * cfg.attr_dim)
+
+    def forward(self, x: Tensor) -> tuple[Tensor, Tensor]:
+        mean, logvar = self.head(_spatial_mean(self.net(x))).chunk(2, dim=1)
+        return mean, logvar.clamp(-30.0, 20.0)
+
+
+class Decoder(nn.Module):
+    """(content [B, Cc, S, S], attribute [B, A]) -> [B, C, R, R] in (-1, 1)."""
+
+    def __init__(self, cfg: ICAMConfig):
+        super().__init__()
+        d, a = cfg.dims, cfg.attr_dim
+        self.conv_in = _conv(d, cfg.content_channels + a, cfg.content_channels, 3, 1, 1)
+        self.blocks = nn.Sequential(*[_ResBlock(d, cfg.content_channels) for _ in range(cfg.blocks)])
+        self.ups = nn.ModuleList()
+        ch = cfg.content_channels
+        for _ in range(cfg.downsample):
+            nxt = ch // 2
+            self.ups.append(nn.ModuleList([_norm(ch), _conv(d, ch + a, nxt, 3, 1, 1)]))
+            ch = nxt
+        self.norm_out = _norm(ch)
+        self.conv_out = _conv(d, ch, cfg.channels, 3, 1, 1)
+
+    def forward(self, content: Tensor, attribute: Tensor) -> Tensor:
+        h = self.blocks(self.conv_in(torch.cat([content, _tile(attribute, content)], 1)))
+        for norm, conv in self.ups:
+            h = F.interpolate(F.silu(norm(h)), scale_factor=2, mode="nearest")
+            h = conv(torch.cat([h, _tile(attribute, h)], 1))
+        return torch.tanh(self.conv_out(F.silu(self.norm_out(h))))
+
+
+class ImageDiscriminator(nn.Module):
+    """[B, C, R, R] -> (patch scores [B, 1, h, w] (LSGAN), class logit [B] for domain B)."""
+
+    def __init__(self, cfg: ICAMConfig, *, seed: int = 0):
+        super().__init__()
+        d, w = cfg.dims, cfg.disc_width
+        with torch.random.fork_rng(devices=[]):
+            layers: list[nn.Module] = [_conv(d, cfg.channels, w, 4, 2, 1), nn.LeakyReLU(0.2)]
+            ch = w
+            for _ in range(1, cfg.disc_layers):
+                nxt = min(ch * 2, 8 * w)
+                layers += [_conv(d, ch, nxt, 4, 2, 1), _norm(nxt), nn.LeakyReLU(0.2)]
+                ch = nxt
+            self.trunk = nn.Sequential(*layers)
+            self.patch = _conv(d, ch, 1, 3, 1, 1)
+            self.cls = nn.Linear(ch, 1)
+        _init(self, seed)
+
+    def forward(self, x: Tensor) -> tuple[Tensor, Tensor]:
+        h = self.trunk(x)
+        return self.patch(h), self.cls(_spatial_mean(h)).squeeze(1)
+
+
+class ContentDiscriminator(nn.Module):
+    """content [B, Cc, S, S] -> [B] logit for domain B (the encoders learn to make it useless)."""
+
+    def __init__(self, cfg: ICAMConfig, *, seed: int = 0):
+        super().__init__()
+        d, ch = cfg.dims, cfg.content_channels
+        with torch.random.fork_rng(devices=[]):
+            self.net = nn.Sequential(_conv(d, ch, ch, 3, 1, 1), nn.LeakyReLU(0.2),
+                                     _conv(d, ch, ch, 3, 1, 1), nn.LeakyReLU(0.2))
+            self.out = nn.Linear(ch, 1)
+        _init(self, seed)
+
+    def forward(self, content: Tensor) -> Tensor:
+        return self.out(_spatial_mean(self.net(content))).squeeze(1)
+
+
+@torch.no_grad()
+def _init(module: nn.Module, seed: int) -> None:
+    """Uniform(+-sqrt(3 / fan_in)) weights from a seeded generator, zero biases, unit norms."""
+    g = torch.Generator().manual_seed(seed)
+    for m in module.modules():
+        if isinstance(m, (nn.Conv2d, nn.Conv3d, nn.Linear)):
+            bound = math.sqrt(3.0 / (m.weight[0].numel()))
+            m.weight.copy_(torch.rand(m.weight.shape, generator=g) * 2 * bound - bound)
+            if m.bias is not None:
+                m.bias.zero_()
+        elif isinstance(m, nn.GroupNorm):
+            m.weight.fill_(1.0)
+            m.bias.zero_()
+
+
+# ----------------------------------------------------------------------------- the model
+
+
+@dataclass
+class ICAMOutputs:
+    """One generator pass over real batches a (domain A) and b (domain B)."""
+
+    content_a: Tensor       # [B, Cc, S, S]
+    content_b: Tensor
+    mean_a: Tensor          # [B, A] attribute posterior of a
+    logvar_a: Tensor
+    mean_b: Tensor
+    logvar_b: Tensor
+    self_a: Tensor          # G(c_a, z_a) ~ a
+    self_b: Tensor          # G(c_b, z_b) ~ b
+    cross_b: Tensor         # G(c_a, z_b): a's content, b's attribute (should look like domain B)
+    cross_a: Tensor         # G(c_b, z_a)
+    cycle_a: Tensor         # G(Ec(cross_b), Ea(cross_a)) ~ a (cross-cycle)
+    cycle_b: Tensor         # G(Ec(cross_a), Ea(cross_b)) ~ b
+    mean_cross_b: Tensor    # attribute mean of cross_b (should be classified B)
+    mean_cross_a: Tensor
+
+
+class ICAM(SavableModule):
+    """ICAM's encoders, decoder and attribute classifier (kind ``icam``).
+
+    Example:
+        >>> model = ICAM(ICAMConfig(resolution=32, width=8, attr_dim=4)).eval()
+        >>> x = torch.zeros(1, 1, 32, 32)
+        >>> c, a = model.encode(x)
+        >>> model.classify(a).shape      # ICAM's own logit for domain B
+        torch.Size([1])
+    """
+
+    kind: ClassVar[str] = "icam"
+    config_class: ClassVar[type] = ICAMConfig
+
+    def __init__(self, config: ICAMConfig, *, seed: int = 0):
+        super().__init__(config)
+        with torch.random.fork_rng(devices=[]):
+            self.content_encoder = ContentEncoder(config)
+            self.attribute_encoder = AttributeEncoder(config)
+            self.decoder = Decoder(config)
+            self.attr_classifier = nn.Linear(config.attr_dim, 1)
+        self.register_buffer("attr_mean", torch.zeros(2, config.attr_dim))
+        self.register_buffer("attr_std", torch.ones(2, config.attr_dim))
+        _init(self, seed)
+
+    def check_input(self, x: Tensor) -> None:
+        cfg = self.config
+        if cfg.dims == 2:
+            check_images(x, channels=cfg.channels, resolution=cfg.resolution,
+                         name=f"ICAM input (expects [B, {cfg.channels}, {cfg.resolution}, {cfg.resolution}])")
+
+    def encode(self, x: Tensor) -> tuple[Tensor, Tensor]:
+        """x -> (content [B, Cc, S, S], attribute mean [B, A]) (deterministic)."""
+        self.check_input(x)
+        return self.content_encoder(x), self.attribute_encoder(x)[0]
+
+    def decode(self, content: Tensor, attribute: Tensor) -> Tensor:  # -> [B, C, R, R]
+        return self.decoder(content, attribute)
+
+    def classify(self, attribute: Tensor) -> Tensor:
+        """ICAM's own classifier: attribute [B, A] -> [B] logit of domain B."""
+        return self.attr_classifier(attribute).squeeze(1)
+
+    def domain_of_class(self, c: int) -> str | None:
+        return "a" if c == self.config.domain_a else "b" if c == self.config.domain_b else None
+
+    def forward(self, a: Tensor, b: Tensor, *, generator: torch.Generator | None = None) -> ICAMOutputs:
+        """The training pass (one call, so DDP sees every parameter): encode, swap, re-encode, swap back."""
+        def sample(mean, logvar):
+            dev = generator.device if generator is not None else mean.device
+            eps = torch.randn(mean.shape, generator=generator, device=dev).to(mean)
+            return mean + torch.exp(0.5 * logvar) * eps
+
+        c_a, c_b = self.content_encoder(a), self.content_encoder(b)
+        m_a, lv_a = self.attribute_encoder(a)
+        m_b, lv_b = self.attribute_encoder(b)
+        z_a, z_b = sample(m_a, lv_a), sample(m_b, lv_b)
+        self_a, self_b = self.decoder(c_a, z_a), self.decoder(c_b, z_b)
+        cross_b, cross_a = self.decoder(c_a, z_b), self.decoder(c_b, z_a)
+        c_cb, c_ca = self.content_encoder(cross_b), self.content_encoder(cross_a)   # ~ c_a, c_b
+        m_cb, lv_cb = self.attribute_encoder(cross_b)                                 # ~ z_b
+        m_ca, lv_ca = self.attribute_encoder(cross_a)                                 # ~ z_a
+        cycle_a = self.decoder(c_cb, sample(m_ca, lv_ca))
+        cycle_b = self.decoder(c_ca, sample(m_cb, lv_cb))
+        return ICAMOutputs(c_a, c_b, m_a, lv_a, m_b, lv_b, self_a, self_b, cross_b, cross_a, cycle_a, cycle_b,
+                           m_cb, m_ca)
+
+    def checkpoint_meta(self) -> dict[str, Any]:
+        cfg = self.config
+        return {"input": {"channels": cfg.channels, "resolution": cfg.resolution, "value_range": [-1.0, 1.0]},
+                "domains": {"a": cfg.domain_name("a"), "b": cfg.domain_name("b")}}
+
+
+# ----------------------------------------------------------------------------- losses
+
+
+@dataclass(frozen=True)
+class ICAMWeights:
+    """Loss weights (the reconstruction terms dominate, as in the paper)."""
+
+    adv: float = 1.0            # image adversarial (LSGAN) on the cross images
+    adv_cls: float = 1.0        # discriminator's class head on the cross images
+    self_rec: float = 10.0      # L1 self reconstruction
+    cycle: float = 10.0         # L1 cross-cycle reconstruction
+    kl: float = 0.01            # KL of the attribute code (per attribute dimension)
+    cls: float = 1.0            # attribute classification (real and cross attribute means)
+    content_adv: float = 1.0    # make the content code useless to the content discriminator
+
+
+def kl_divergence(mean: Tensor, logvar: Tensor) -> Tensor:
+    """Mean over batch and dimensions of KL(N(mean, exp(logvar)) || N(0, 1))."""
+    return (0.5 * (mean.pow(2) + logvar.exp() - 1.0 - logvar)).mean()
+
+
+def icam_losses(out: ICAMOutputs, model: nn.Module, d_img: nn.Module, d_content: nn.Module, a: Tensor, b: Tensor,
+                w: ICAMWeights = ICAMWeights()) -> dict[str, Tensor]:
+    """The encoder/decoder objective for one batch: a dict of terms and ``total``.
+
+    ``model`` is the (unwrapped) ICAM, used for its attribute classifier.
+    """
+    ones, zeros = a.new_ones(a.shape[0]), a.new_zeros(a.shape[0])
+    bce = F.binary_cross_entropy_with_logits
+    patch_b, cls_b = d_img(out.cross_b)
+    patch_a, cls_a = d_img(out.cross_a)
+    t = {
+        "adv": lsgan_loss(patch_b, True) + lsgan_loss(patch_a, True),
+        "adv_cls": bce(cls_b, ones) + bce(cls_a, zeros),
+        "self_rec": (out.self_a - a).abs().mean() + (out.self_b - b).abs().mean(),
+        "cycle": (out.cycle_a - a).abs().mean() + (out.cycle_b - b).abs().mean(),
+        "kl": kl_divergence(out.mean_a, out.logvar_a) + kl_divergence(out.mean_b, out.logvar_b),
+        "cls": bce(model.classify(out.mean_a), zeros) + bce(model.classify(out.mean_b), ones)
+        + bce(model.classify(out.mean_cross_b), ones) + bce(model.classify(out.mean_cross_a), zeros),
+        "content_adv": bce(d_content(out.content_a), 0.5 * ones) + bce(d_content(out.content_b), 0.5 * ones),
+    }
+    t["total"] = sum(getattr(w, k) * v for k, v in t.items())
+    return t
+
+
+def discriminator_losses(out: ICAMOutputs, d_img: nn.Module, d_content: nn.Module, a: Tensor, b: Tensor
+                         ) -> dict[str, Tensor]:
+    """Image discriminator (LSGAN real/fake + class head on real images) and content
+    discriminator (domain of the content code) losses; generated inputs are detached."""
+    ones, zeros = a.new_ones(a.shape[0]), a.new_zeros(a.shape[0])
+    bce = F.binary_cross_entropy_with_logits
+    p_ra, c_ra = d_img(a)
+    p_rb, c_rb = d_img(b)
+    p_fb, _ = d_img(out.cross_b.detach())
+    p_fa, _ = d_img(out.cross_a.detach())
+    t = {
+        "d_adv": 0.5 * (lsgan_loss(p_ra, True) + lsgan_loss(p_rb, True) + lsgan_loss(p_fa, False)
+                        + lsgan_loss(p_fb, False)),
+        "d_cls": bce(c_ra, zeros) + bce(c_rb, ones),
+        "d_content": bce(d_content(out.content_a.detach()), zeros) + bce(d_content(out.content_b.detach()), ones),
+    }
+    t["d_total"] = t["d_adv"] + t["d_cls"] + t["d_content"]
+    return t
+
+
+__all__ = ["ICAM", "AttributeEncoder", "ContentDiscriminator", "ContentEncoder", "Decoder", "ICAMConfig",
+           "ICAMOutputs", "ICAMWeights", "ImageDiscriminator", "discriminator_losses", "icam_losses",
+           "kl_divergence"]
