@@ -10,6 +10,7 @@ from medcf.cli import (
     train_diffusion,
     train_encoder,
     train_gan,
+    train_icam_cyclegan,
     train_stylegan2,
 )
 
@@ -20,3 +21,4 @@ train_stylegan2.register(app)
 train_encoder.register(app)
 train_gan.register(app)
 train_diffusion.register(app)
+train_icam_cyclegan.register(app)

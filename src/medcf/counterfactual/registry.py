@@ -21,7 +21,9 @@ from __future__ import annotations
 from collections.abc import Callable
 from dataclasses import dataclass
 
-from medcf.counterfactual import diffusion, gvr, latent_probe, latent_shift, vagan
+from medcf.counterfactual import cyclegan, diffusion, gvr, icam, latent_probe, latent_shift, vagan
+from medcf.train.cyclegan import prepare_cyclegan
+from medcf.train.icam import prepare_icam
 
 
 @dataclass(frozen=True)
@@ -74,4 +76,10 @@ METHODS: dict[str, MethodSpec] = {
         diffusion.builder("dime"), ("step_size", "max_steps"),
         "a 'diffusion' run (medcf train diffusion) or a diffusers UNet2DModel folder",
         config_class=diffusion.DiffusionCFConfig, prepare=diffusion.prepare_benchmark),
+    "icam": MethodSpec(
+        icam.build_icam, (), "an 'icam' run (medcf train icam)",
+        config_class=icam.ICAMExplainerConfig, prepare=prepare_icam),
+    "cyclegan": MethodSpec(
+        cyclegan.build_cyclegan, (), "a 'cyclegan' run (medcf train cyclegan)",
+        config_class=cyclegan.CycleGANExplainerConfig, prepare=prepare_cyclegan),
 }
