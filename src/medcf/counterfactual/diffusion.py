@@ -98,6 +98,23 @@ def _rms_normalise(g: Tensor) -> Tensor:
     return g / rms.view(-1, *([1] * (g.ndim - 1)))
 
 
+def change_mask(x: Tensor, changed: Tensor, threshold: float, dilate: int) -> Tensor:
+    """[B, 1, H, W] bool: where mean |changed - x| over channels is >= ``threshold`` x its per-image
+    maximum, dilated by ``dilate`` pixels (empty where nothing changed).
+
+    Example:
+        >>> x = torch.zeros(1, 1, 8, 8); y = x.clone(); y[0, 0, 4, 4] = 1.0
+        >>> int(change_mask(x, y, 0.5, 1).sum())
+        9
+    """
+    diff = (changed - x).abs().mean(1, keepdim=True)                      # [B, 1, H, W]
+    peak = diff.flatten(1).amax(1).view(-1, 1, 1, 1)
+    m = (diff >= threshold * peak) & (peak > 0)
+    if dilate:
+        m = F.max_pool2d(m.float(), 2 * dilate + 1, stride=1, padding=dilate) > 0
+    return m
+
+
 class DiffusionCF(Explainer):
     """Diffusion counterfactuals with a DDPM (``medcf train diffusion``) bound at construction.
 
@@ -234,17 +251,6 @@ class DiffusionCF(Explainer):
             scale[todo] = scale[todo] * cfg.escalate
         return final, frames, scale, calls
 
-    def _mask(self, x: Tensor, first: Tensor) -> Tensor:
-        """[B, 1, H, W] bool: thresholded, dilated |first - x| (broadcast over channels later)."""
-        cfg = self.config
-        diff = (first - x).abs().mean(1, keepdim=True)                      # [B, 1, H, W]
-        peak = diff.flatten(1).amax(1).view(-1, 1, 1, 1)
-        m = (diff >= cfg.mask_threshold * peak) & (peak > 0)
-        if cfg.mask_dilate:
-            k = 2 * cfg.mask_dilate + 1
-            m = F.max_pool2d(m.float(), k, stride=1, padding=cfg.mask_dilate) > 0
-        return m
-
     # -- the explanation --------------------------------------------------------------------
 
     def explain(self, x: Tensor, target: Target | None = None) -> Counterfactual:
@@ -267,7 +273,7 @@ class DiffusionCF(Explainer):
             calls = 0
             if cfg.mode == "masked":
                 first, _, _, calls = self._escalated(x, t, noise, None, labels)
-                m1 = self._mask(x, first)                                     # [B, 1, H, W]
+                m1 = change_mask(x, first, cfg.mask_threshold, cfg.mask_dilate)  # [B, 1, H, W]
                 mask = m1.expand_as(x)
                 info["mask_fraction"] = m1.float().flatten(1).mean(1).tolist()
             final, frames, scale, more = self._escalated(x, t, noise, mask, labels)
@@ -380,4 +386,4 @@ def prepare_benchmark(data_dir, out_dir, *, classifier_dir, task: str, profile: 
 
 
 __all__ = ["BENCH_DEFAULTS", "BENCH_EXPLAIN", "BUILD_OPTIONS", "MODES", "DiffusionCF", "DiffusionCFConfig",
-           "build_diffusion", "builder", "load_diffusion_model", "prepare_benchmark"]
+           "build_diffusion", "change_mask", "builder", "load_diffusion_model", "prepare_benchmark"]
