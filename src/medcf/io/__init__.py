@@ -58,8 +58,8 @@ def atomic_write(path: str | os.PathLike, write: Callable[[Path], None]) -> Path
     fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
     os.close(fd)
     try:
-        os.chmod(tmp, 0o666 & ~user_umask())  # mkstemp makes 0600; the result gets the user's umask
         write(Path(tmp))
+        os.chmod(tmp, 0o666 & ~user_umask())  # mkstemp (and safetensors) make 0600: give the user's umask
         os.replace(tmp, path)
     except BaseException:
         Path(tmp).unlink(missing_ok=True)
@@ -85,8 +85,8 @@ def atomic_write_dir(path: str | os.PathLike, fill: Callable[[Path], None]) -> P
     tmp = Path(tempfile.mkdtemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent))
     old = None
     try:
-        os.chmod(tmp, 0o777 & ~user_umask())  # mkdtemp makes 0700; the result gets the user's umask
         fill(tmp)
+        _apply_umask(tmp)
         if path.exists():
             old = Path(tempfile.mkdtemp(prefix=f".{path.name}.", suffix=".old", dir=path.parent))
             old.rmdir()
@@ -100,6 +100,23 @@ def atomic_write_dir(path: str | os.PathLike, fill: Callable[[Path], None]) -> P
     if old is not None:
         shutil.rmtree(old, ignore_errors=True)
     return path
+
+
+def _apply_umask(root: Path) -> None:
+    """Modes of a staged folder's contents as if created under the user's umask.
+
+    ``mkdtemp`` makes 0700 and some writers (safetensors) 0600 regardless of the umask.
+    """
+    mask = user_umask()
+    os.chmod(root, 0o777 & ~mask)
+    for folder, dirs, files in os.walk(root):
+        for name in dirs:
+            os.chmod(os.path.join(folder, name), 0o777 & ~mask, follow_symlinks=False)
+        for name in files:
+            p = os.path.join(folder, name)
+            if not os.path.islink(p):
+                executable = os.stat(p).st_mode & 0o100
+                os.chmod(p, (0o777 if executable else 0o666) & ~mask)
 
 
 def load_torch_state(path: str | os.PathLike) -> Any:

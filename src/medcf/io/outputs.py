@@ -85,11 +85,16 @@ def unique_stems(paths: Sequence[str | os.PathLike]) -> list[str]:
             if len(set(tails)) == len(tails):
                 names[i] = "_".join(parts[-depth:])
                 break
-    seen: Counter[str] = Counter()
-    out = []
+    taken = set(names)
+    out: list[str] = []
     for name in names:
-        seen[name] += 1
-        out.append(name if seen[name] == 1 else f"{name}_{seen[name]}")
+        if name in out:  # still equal (same path twice): a numeric suffix no other name has
+            k = 2
+            while f"{name}_{k}" in taken:
+                k += 1
+            name = f"{name}_{k}"
+            taken.add(name)
+        out.append(name)
     return out
 
 

@@ -43,7 +43,7 @@ import numpy as np
 import torch
 
 from medcf.errors import CheckpointError, MedcfError
-from medcf.io import atomic_write_dir, first_line
+from medcf.io import check_output, first_line, write_output_dir
 from medcf.io.files import GiB, MiB, read_regular_file
 from medcf.io.unpickle import (
     BYTES_COMPAT,
@@ -392,8 +392,7 @@ def convert_stylegan2_pkl(pkl_path: str | os.PathLike, out_dir: str | os.PathLik
         >>> G = StyleGAN2Generator.load("runs/sg2/G_ema")                      # doctest: +SKIP
     """
     pkl_path, out_dir = Path(pkl_path), Path(out_dir)
-    if out_dir.exists() and (not out_dir.is_dir() or any(out_dir.iterdir())) and not overwrite:
-        raise MedcfError(f"{out_dir}: output directory exists and is not empty (pass --overwrite / overwrite=True to replace it)")
+    check_output(out_dir, overwrite=overwrite, flag="OUT_DIR")  # symlink / non-empty refused; checked again at swap
     data = read_regular_file(pkl_path, max_bytes=MAX_SNAPSHOT_BYTES, what="snapshot")
     snap = parse_snapshot(data, where=str(pkl_path))
     modules = {}
@@ -416,4 +415,4 @@ def convert_stylegan2_pkl(pkl_path: str | os.PathLike, out_dir: str | os.PathLik
             json.dumps(_json_safe(snap.training_set_kwargs or {}), indent=2) + "\n")
         (tmp / "snapshot.json").write_text(json.dumps(summary, indent=2) + "\n")
 
-    return atomic_write_dir(out_dir, fill)
+    return write_output_dir(out_dir, fill, overwrite=overwrite, flag="OUT_DIR")
