@@ -1,0 +1,373 @@
+"""Shortcut-detection study: do counterfactuals reveal a classifier that learned a spurious marker?
+
+Two cardiomegaly classifiers of the same architecture are trained on the
+synthetic benchmark: the *shortcut* one where a spurious token (a hollow square
+in the lower-right corner) sits on ``spurious_rate`` (95 %) of the positive
+images and on no negative one, the *clean* one on the same images without any
+token. Both are explained with Latent Shift (``medcf.counterfactual.LatentShift``,
+iterative, taken at ``take_at``) through the same small VAE, on the same held-out
+queries drawn like the shortcut classifier's training data, each toward the
+class opposite to the classifier's decision. Two independent judges read the
+counterfactuals:
+
+- the foreign-object detector (kind ``fo-detector``) trained with a fourth
+  output, ``spurious``, on images where the token is independent of the label;
+  ``marker_change`` = among queries where it could happen (target positive and
+  no token in x, or target negative and a token in x), the fraction whose
+  counterfactual gains / loses the token as the target implies;
+- the CTR regressor: ``ctr_toward`` (CTR moves toward the target class),
+  ``ctr_cross`` (crosses 0.5 as the target implies, ``clinical_metrics``'s
+  ``crossed``) and ``ctr_change`` (mean CTR change toward the target).
+
+Expected: the shortcut classifier's counterfactuals add/remove the marker, the
+clean classifier's change the heart. The classifiers' accuracies on a test set
+where the token is independent of the label (``acc_decorrelated``) and where it
+sits only on negatives (``acc_anti``) measure the reliance directly.
+
+Everything runs in memory from ``SyntheticDataset`` (no data folder); models
+go under ``out_dir`` and are reused by a re-run with the same plan.
+
+Example:
+    >>> from medcf.benchmark.shortcut import ShortcutPlan, run_shortcut_study
+    >>> res = run_shortcut_study("runs/shortcut", ShortcutPlan(), device="cpu")   # doctest: +SKIP
+    >>> res.explainer["shortcut"]["marker_change"], res.explainer["clean"]["ctr_cross"]  # doctest: +SKIP
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import logging
+import os
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+from torch import Tensor
+from torch.utils.data import Dataset
+from tqdm.auto import tqdm
+
+from medcf.data.synthetic import FO_NAMES, SynthConfig, SyntheticDataset
+from medcf.errors import MedcfError
+from medcf.io import atomic_write, atomic_write_text
+
+log = logging.getLogger(__name__)
+
+CLASSIFIERS = ("shortcut", "clean")
+TOKEN = "spurious"                      # the detector's output for the marker
+TEST_OFFSET = 10_000_000                # test indices: disjoint from training ones
+QUERY_OFFSET = 20_000_000
+
+
+@dataclass(frozen=True)
+class ShortcutPlan:
+    """Sizes and steps of the study; ``(widths, steps, batch size)`` per trained model."""
+
+    resolution: int = 32
+    spurious_rate: float = 0.95                         # P(token | positive) for the shortcut classifier
+    n_train: int = 6000                                 # training indices (rendered on the fly)
+    n_test: int = 1000                                  # test images per figure
+    classifier: tuple = ((8, 16, 32, 64), 400, 32)
+    ctr_regressor: tuple = ((8, 16, 32, 64), 600, 32)
+    fo_detector: tuple = ((8, 16, 32, 64), 300, 32)
+    vae: tuple = ((16,), 1000, 32)                      # one halving: a 16x16 latent at 32 px
+    n_queries: int = 64
+    take_at: float = 0.999                              # Latent Shift: counterfactual at p >= take_at
+    max_steps: int = 60
+    seed: int = 0
+
+    def __post_init__(self):
+        if not 0.5 < self.spurious_rate <= 1.0:
+            raise MedcfError(f"ShortcutPlan.spurious_rate: must be in (0.5, 1], got {self.spurious_rate}")
+        for name in ("n_train", "n_test", "n_queries"):
+            if getattr(self, name) < 1:
+                raise MedcfError(f"ShortcutPlan.{name}: must be positive, got {getattr(self, name)}")
+
+
+@dataclass(frozen=True)
+class ShortcutResult:
+    """Figures of the study (also in ``out_dir/shortcut.json``) and where its files are."""
+
+    classifiers: dict[str, dict[str, float]]    # per classifier: accuracies on three test sets
+    explainer: dict[str, dict[str, float]]      # per classifier: Latent Shift figures (see module doc)
+    judges: dict[str, Any]                      # test figures of the detector and CTR regressor
+    json_path: Path
+    markdown_path: Path
+    figure_path: Path
+    wall_s: float
+
+
+class _WithTokenFlag(Dataset):
+    """A synthetic dataset whose ``fo_flags`` gain the spurious token: [F] -> [F + 1]."""
+
+    channels = 1
+
+    def __init__(self, base: SyntheticDataset):
+        self.base = base
+        self.resolution = base.resolution
+        self.class_names = base.class_names
+        self.fo_names = (*FO_NAMES, TOKEN)
+
+    def __len__(self) -> int:
+        return len(self.base)
+
+    def __getitem__(self, i: int) -> dict[str, Tensor]:
+        item = dict(self.base[i])
+        item["fo_flags"] = torch.cat([item["fo_flags"], item["spurious"].view(1)])
+        return item
+
+
+def _configs(plan: ShortcutPlan) -> dict[str, SynthConfig]:
+    base = SynthConfig(task="cardiomegaly", resolution=plan.resolution)
+    return {
+        "shortcut": dataclasses.replace(base, spurious_rate=plan.spurious_rate),
+        "clean": base,
+        "decorrelated": dataclasses.replace(base, spurious_rate=0.5, spurious_negative_rate=0.5),
+        "anti": dataclasses.replace(base, spurious_negative_rate=1.0),
+    }
+
+
+def _check_plan_dir(out: Path, plan: ShortcutPlan) -> None:
+    """Refuse to mix models of two plans in one directory."""
+    path = out / "plan.json"
+    mine = json.loads(json.dumps(dataclasses.asdict(plan)))
+    if path.is_file():
+        stored = json.loads(path.read_text())
+        if stored != mine:
+            raise MedcfError(f"{out}: holds a shortcut study with another plan (plan.json); "
+                             "use another output directory")
+    else:
+        out.mkdir(parents=True, exist_ok=True)
+        atomic_write_text(path, json.dumps(mine, indent=2) + "\n")
+
+
+def _train_models(out: Path, plan: ShortcutPlan, device: str | None, progress: bool) -> dict[str, float]:
+    """Train (or reuse) the two classifiers, the judges and the VAE; returns seconds per model."""
+    from medcf.train.autoencoders import train_autoencoder
+    from medcf.train.classifiers import train_classifier
+
+    cfg = _configs(plan)
+    n, seed = plan.n_train, plan.seed
+    test = lambda c: SyntheticDataset(c, n=plan.n_test, seed=seed, offset=TEST_OFFSET)  # noqa: E731
+    jobs = [  # (name, role, train set, test set, (widths, steps, batch))
+        ("shortcut", "classifier", SyntheticDataset(cfg["shortcut"], n, seed), test(cfg["shortcut"]), plan.classifier),
+        ("clean", "classifier", SyntheticDataset(cfg["clean"], n, seed), test(cfg["clean"]), plan.classifier),
+        ("ctr_regressor", "ctr-regressor", SyntheticDataset(cfg["decorrelated"], n, seed),
+         test(cfg["decorrelated"]), plan.ctr_regressor),
+        ("fo_detector", "fo-detector", _WithTokenFlag(SyntheticDataset(cfg["decorrelated"], n, seed)),
+         _WithTokenFlag(test(cfg["decorrelated"])), plan.fo_detector),
+    ]
+    seconds: dict[str, float] = {}
+    for name, role, train, test_set, (widths, steps, batch) in jobs:
+        if (out / name / "model" / "config.json").is_file():
+            log.info("shortcut study: reusing %s", out / name)
+            continue
+        t0 = time.perf_counter()
+        train_classifier(train, out / name, role=role, widths=widths, blocks=(1,) * len(widths), steps=steps,
+                         batch_size=batch, seed=seed + len(seconds), test_data=test_set, val_every=0,
+                         device=device, progress=progress, checkpoint_every=0)
+        seconds[name] = time.perf_counter() - t0
+    if not (out / "vae" / "model" / "config.json").is_file():
+        widths, steps, batch = plan.vae
+        t0 = time.perf_counter()
+        train_autoencoder(SyntheticDataset(cfg["decorrelated"], n, seed + 7), out / "vae", kind="vae",
+                          widths=tuple(widths), steps=steps, batch_size=batch, seed=seed, val_every=0,
+                          progress=progress, checkpoint_every=0)
+        seconds["vae"] = time.perf_counter() - t0
+    return seconds
+
+
+def _batches(ds: Dataset, batch: int) -> list[dict[str, Tensor]]:
+    items = [ds[i] for i in range(len(ds))]
+    return [{k: torch.stack([it[k] for it in items[s:s + batch]]) for k in items[0]}
+            for s in range(0, len(items), batch)]
+
+
+@torch.no_grad()
+def _token_present(detector, x: Tensor) -> Tensor:  # [B, 1, H, W] -> [B] bool
+    from medcf.eval._common import run
+
+    col = list(detector.class_names).index(TOKEN)
+    return run(detector, x)[:, col] > 0
+
+
+def marker_figures(token_x: Tensor, token_cf: Tensor, target: Tensor, positive_class: int = 1) -> dict[str, float]:
+    """Marker changes from detector decisions [B] (bool) on x and x_cf and the targets [B].
+
+    ``marker_added``: among target-positive queries without a token, the fraction that gain it;
+    ``marker_removed``: among target-negative queries with a token, the fraction that lose it;
+    ``marker_change``: both together; ``marker_wrong``: fraction of all queries whose token
+    changes against the target (NaN where a denominator is empty).
+
+    Example:
+        >>> t = torch.tensor([True, False]); marker_figures(t, ~t, torch.tensor([0, 1]))["marker_change"]
+        1.0
+    """
+    up = target.long() == positive_class
+    add_ok, rem_ok = up & ~token_x, ~up & token_x
+    added, removed = add_ok & token_cf, rem_ok & ~token_cf
+    wrong = (up & token_x & ~token_cf) | (~up & ~token_x & token_cf)
+    frac = lambda a, b: float(a.sum()) / float(b.sum()) if int(b.sum()) else float("nan")  # noqa: E731
+    return {"marker_added": frac(added, add_ok), "marker_removed": frac(removed, rem_ok),
+            "marker_change": frac(added | removed, add_ok | rem_ok),
+            "marker_wrong": float(wrong.float().mean()) if len(wrong) else float("nan")}
+
+
+def _explain_all(out: Path, plan: ShortcutPlan, device: str, progress: bool):
+    """Explain the same queries for both classifiers; returns figures, counterfactuals and queries."""
+    from medcf.classifiers import load_classifier
+    from medcf.counterfactual import LatentShift
+    from medcf.counterfactual.latent_shift import LatentShiftConfig
+    from medcf.eval.clinical import clinical_metrics
+    from medcf.generators.autoencoder import load_autoencoder
+    from medcf.train.classifiers import evaluate
+
+    cfg = _configs(plan)
+    vae = load_autoencoder(out / "vae", device=device).eval()
+    detector = load_classifier(out / "fo_detector", kind="fo-detector", device=device).eval()
+    ctr = load_classifier(out / "ctr_regressor", kind="ctr-regressor", device=device).eval()
+    queries = SyntheticDataset(cfg["shortcut"], n=plan.n_queries, seed=plan.seed, offset=QUERY_OFFSET)
+    batches = _batches(queries, 16)
+    ls_cfg = LatentShiftConfig(iterative=True, take_at=plan.take_at, stop_probability=None,
+                               max_steps=plan.max_steps, compose="residual", keep_path=False)
+    acc: dict[str, dict[str, float]] = {}
+    figures: dict[str, dict[str, float]] = {}
+    cfs: dict[str, list] = {}
+    for name in CLASSIFIERS:
+        clf = load_classifier(out / name, kind="classifier", device=device).eval()
+        acc[name] = {}
+        for test_name in ("shortcut", "decorrelated", "anti"):
+            ds = SyntheticDataset(cfg[test_name], n=plan.n_test, seed=plan.seed, offset=TEST_OFFSET)
+            acc[name][f"acc_{test_name}"] = float(evaluate(clf, ds, role="classifier", device=device)["accuracy"])
+        explainer = LatentShift(autoencoder=vae, classifier=clf, config=ls_cfg)
+        t0 = time.perf_counter()
+        cfs[name] = [explainer.explain(b["image"].to(device)) for b in
+                     tqdm(batches, desc=f"explain ({name})", disable=not progress)]
+        sec = (time.perf_counter() - t0) / len(queries)
+        orig = torch.cat([c.original.cpu() for c in cfs[name]])
+        cf_img = torch.cat([c.counterfactual.cpu() for c in cfs[name]])
+        target = torch.cat([c.target.cpu() for c in cfs[name]])
+        flipped = torch.cat([c.flipped.cpu() for c in cfs[name]])
+        fig = {"validity": float(flipped.float().mean())}
+        fig.update(marker_figures(_token_present(detector, orig), _token_present(detector, cf_img), target))
+        ctr_figs = [clinical_metrics(c, ctr) for c in cfs[name]]
+        weights = np.array([len(c) for c in cfs[name]], float)
+        for key, out_key in (("toward_target", "ctr_toward"), ("crossed", "ctr_cross"),
+                             ("ctr_change_toward_target", "ctr_change")):
+            fig[out_key] = float(np.average([f[key] for f in ctr_figs], weights=weights))
+        fig["l1"] = float((cf_img - orig).abs().mean())
+        fig["sec_per_query"] = sec
+        figures[name] = fig
+    truth = torch.cat([b["spurious"] for b in batches]) > 0.5
+    figures["queries"] = {"n": len(queries), "with_token": float(truth.float().mean()),
+                          "detector_agrees_on_x": float((_token_present(detector, torch.cat(
+                              [b["image"] for b in batches]).to(device)) == truth).float().mean())}
+    return acc, figures, cfs
+
+
+def _markdown(acc, figs, judges, plan: ShortcutPlan) -> str:
+    rate = f"{plan.spurious_rate:.0%}"
+    rows = [(f"accuracy, token on {rate} of positives (shortcut data)", lambda n: acc[n]["acc_shortcut"]),
+            ("accuracy, token independent of the label", lambda n: acc[n]["acc_decorrelated"]),
+            ("accuracy, token only on negatives", lambda n: acc[n]["acc_anti"]),
+            ("Latent Shift validity", lambda n: figs[n]["validity"]),
+            ("marker added/removed as the target implies", lambda n: figs[n]["marker_change"]),
+            ("  marker added (target positive, no token in x)", lambda n: figs[n]["marker_added"]),
+            ("  marker removed (target negative, token in x)", lambda n: figs[n]["marker_removed"]),
+            ("marker changed against the target", lambda n: figs[n]["marker_wrong"]),
+            ("CTR moves toward the target", lambda n: figs[n]["ctr_toward"]),
+            ("CTR crosses 0.5 as the target implies", lambda n: figs[n]["ctr_cross"]),
+            ("mean CTR change toward the target", lambda n: figs[n]["ctr_change"]),
+            ("mean |x_cf - x|", lambda n: figs[n]["l1"])]
+    lines = ["| figure | shortcut classifier | clean classifier |", "|---|---|---|"]
+    lines += [f"| {label} | {fn('shortcut'):.3f} | {fn('clean'):.3f} |" for label, fn in rows]
+    q = figs["queries"]
+    lines += ["", f"{q['n']} queries drawn like the shortcut classifier's training data "
+              f"({q['with_token']:.0%} carry the token; the detector agrees with the truth on "
+              f"{q['detector_agrees_on_x']:.0%} of them); judges' test figures: "
+              f"detector F1 on the token {judges['fo_detector'].get('f1', {}).get(TOKEN, float('nan')):.3f}, "
+              f"CTR regressor MAE {judges['ctr_regressor'].get('mae', float('nan')):.4f}.",
+              f"Plan: {json.dumps(dataclasses.asdict(plan))}"]
+    return "\n".join(lines) + "\n"
+
+
+def _figure(path: Path, cfs: dict, figs: dict, k: int = 4) -> Path:
+    """Queries (input, counterfactual and difference for both classifiers) and the headline bars."""
+    from matplotlib.figure import Figure
+
+    short = torch.cat([c.counterfactual for c in cfs["shortcut"]]).cpu()
+    clean = torch.cat([c.counterfactual for c in cfs["clean"]]).cpu()
+    orig = torch.cat([c.original for c in cfs["shortcut"]]).cpu()
+    target = torch.cat([c.target for c in cfs["shortcut"]]).cpu()
+    pick = [int(i) for i in torch.nonzero(target == 0)[: k // 2, 0]] + \
+           [int(i) for i in torch.nonzero(target == 1)[: k - k // 2, 0]]
+    fig = Figure(figsize=(1.6 * len(pick) + 4.2, 8.0), dpi=100)
+    left, right = fig.subfigures(1, 2, width_ratios=[1.6 * len(pick), 4.2])
+    axes = left.subplots(5, len(pick), squeeze=False)
+    rows = [("input", orig, "gray"), ("shortcut clf: cf", short, "gray"), ("shortcut: cf - x", short - orig, "bwr"),
+            ("clean clf: cf", clean, "gray"), ("clean: cf - x", clean - orig, "bwr")]
+    for j, i in enumerate(pick):
+        for r, (label, imgs, cmap) in enumerate(rows):
+            ax = axes[r, j]
+            lim = (-1, 1) if cmap == "gray" else (-0.5, 0.5)
+            ax.imshow(imgs[i, 0].numpy(), cmap=cmap, vmin=lim[0], vmax=lim[1], interpolation="nearest")
+            ax.set_xticks([])
+            ax.set_yticks([])
+            if j == 0:
+                ax.set_ylabel(label, fontsize=8)
+        axes[0, j].set_title("to " + ("cardiomegaly" if int(target[i]) else "normal"), fontsize=8)
+    ax = right.subplots(1, 1)
+    keys = [("marker_change", "marker added/\nremoved"), ("ctr_toward", "CTR toward\ntarget"),
+            ("ctr_cross", "CTR crosses\n0.5")]
+    xs = np.arange(len(keys))
+    for off, name, colour in ((-0.18, "shortcut", "tab:red"), (0.18, "clean", "tab:blue")):
+        ax.bar(xs + off, [figs[name][k_] for k_, _ in keys], width=0.36, color=colour, label=f"{name} classifier")
+    ax.set_xticks(xs, [lbl for _, lbl in keys], fontsize=8)
+    ax.set_ylim(0, 1.05)
+    ax.set_ylabel("fraction of counterfactuals")
+    ax.legend(fontsize=8, loc="upper center")
+    ax.set_title("Latent Shift counterfactuals", fontsize=9)
+    return atomic_write(path, lambda p: fig.savefig(p, format="png"))
+
+
+def run_shortcut_study(out_dir: str | os.PathLike, plan: ShortcutPlan = ShortcutPlan(), *,
+                       device: str = "cpu", progress: bool = True) -> ShortcutResult:
+    """Run the study (see module doc) under ``out_dir``; what ``medcf benchmark --task shortcut`` calls.
+
+    Signature: ``run_shortcut_study(out_dir, plan=ShortcutPlan(), *, device="cpu", progress=True)
+    -> ShortcutResult``. Trains (or reuses, when ``out_dir`` holds the same plan) five models
+    under ``out_dir`` (``shortcut``, ``clean``, ``ctr_regressor``, ``fo_detector``, ``vae``),
+    explains ``plan.n_queries`` queries with Latent Shift for both classifiers and writes
+    ``shortcut.json`` (plan, figures, seconds), ``shortcut.md`` (the table) and
+    ``shortcut.png`` (the figure). A directory holding another plan is a one-line
+    ``MedcfError``. ``device``: "cpu", "cuda" or "auto" (the engine's choice).
+
+    Example:
+        >>> res = run_shortcut_study("runs/shortcut", ShortcutPlan(n_queries=32))    # doctest: +SKIP
+        >>> print(res.markdown_path.read_text())                                      # doctest: +SKIP
+    """
+    t0 = time.perf_counter()
+    out = Path(out_dir)
+    if out.exists() and not out.is_dir():
+        raise MedcfError(f"{out}: output path exists and is not a directory")
+    if device == "cpu":  # accelerate reads this when the engine creates its Accelerator
+        os.environ["ACCELERATE_USE_CPU"] = "1"
+    _check_plan_dir(out, plan)
+    train_s = _train_models(out, plan, None if device == "auto" else device, progress)
+    run_device = "cuda" if device == "auto" and torch.cuda.is_available() else ("cpu" if device == "auto" else device)
+    acc, figs, cfs = _explain_all(out, plan, run_device, progress)
+    judges = {}
+    for name in ("fo_detector", "ctr_regressor"):
+        header = json.loads((out / name / "model" / "config.json").read_text())
+        judges[name] = header.get("meta", {}).get("test", {})
+    md = atomic_write_text(out / "shortcut.md", _markdown(acc, figs, judges, plan))
+    png = _figure(out / "shortcut.png", cfs, figs)
+    wall = time.perf_counter() - t0
+    payload = {"plan": dataclasses.asdict(plan), "classifiers": acc, "explainer": figs, "judges": judges,
+               "train_seconds": train_s, "wall_s": wall}
+    js = atomic_write_text(out / "shortcut.json", json.dumps(payload, indent=2, default=float) + "\n")
+    return ShortcutResult(classifiers=acc, explainer=figs, judges=judges, json_path=Path(js),
+                          markdown_path=Path(md), figure_path=Path(png), wall_s=wall)
