@@ -8,7 +8,12 @@ import math
 import pytest
 import torch
 
-from medcf.benchmark.shortcut import ShortcutPlan, _WithTokenFlag, marker_figures, run_shortcut_study
+from medcf.benchmark.shortcut import (
+    ShortcutPlan,
+    _WithTokenFlag,
+    marker_figures,
+    run_shortcut_study,
+)
 from medcf.data.synthetic import SynthConfig, SyntheticDataset
 from medcf.errors import MedcfError
 
