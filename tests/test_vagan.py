@@ -192,6 +192,13 @@ def test_cli_train_then_explain(runs, tmp_path, capsys):
     assert code == 0, err
     recs = [strict_json(p) for p in sorted((tmp_path / "out").glob("*.json"))]
     assert len(recs) == 2 and all(r["method"] == "vagan" and len(r["path_probs"]) == 9 for r in recs)
+    code, out, err = run_cli(capsys, "evaluate", "--method", "vagan", "--classifier", runs / "classifier",
+                             "--generator", tmp_path / "run", "--data", runs / "data", "--split", "train",
+                             "--limit", "6", "--oracle", runs / "oracle", "--out", tmp_path / "eval",
+                             "--fid", "none", "--no-lpips", "--no-progress")
+    assert code == 0, err
+    loc = strict_json(tmp_path / "eval" / "metrics.json")["summary"]["localization"]
+    assert loc["region"] == "lesion mask" and "ncc" in loc          # the opacity task's NCC is scored
     code, _, err = run_cli(capsys, "explain", "--method", "vagan", "--classifier", runs / "classifier",
                            "--generator", runs / "oracle", "--images", runs / "data", "--limit", "1",
                            "--out", tmp_path / "out2", "--no-progress")
