@@ -76,7 +76,7 @@ def parts():
 def fitted(parts):
     G, clf, _ = parts
     return LatentProbe(generator=G, classifier=clf, encoder=FlattenEncoder(),
-                       config=LatentProbeConfig(n_cs=5)).fit(
+                       config=LatentProbeConfig.published(n_cs=5)).fit(
         1000, generator=torch.Generator().manual_seed(0), progress=False)
 
 
@@ -125,7 +125,7 @@ def test_explain_inverts_with_the_encoder_and_moves_only_selected_layers(parts, 
     assert cf_all.info["inversion"] == "encoder"
     assert max(cf_all.info["inversion_l1"]) < 1e-6  # the encoder is exact here
     one = LatentProbe(generator=G, classifier=clf, encoder=FlattenEncoder(),
-                      config=LatentProbeConfig(layers=(0,), max_lambda=40.0))
+                      config=LatentProbeConfig.published(layers=(0,), max_lambda=40.0))
     one.probe = fitted.probe
     cf_one = one.explain(x, target=1)
     # the image averages the 3 layers: moving one layer needs 3x the distance
@@ -138,7 +138,7 @@ def test_explain_inverts_with_the_encoder_and_moves_only_selected_layers(parts, 
 
 def _with_config(fitted, parts, encoder=None, **fields) -> LatentProbe:
     G, clf, _ = parts
-    probe = LatentProbe(generator=G, classifier=clf, encoder=encoder, config=LatentProbeConfig(**fields))
+    probe = LatentProbe(generator=G, classifier=clf, encoder=encoder, config=LatentProbeConfig.published(**fields))
     probe.probe = fitted.probe
     return probe
 
@@ -202,7 +202,7 @@ def test_residual_frames_add_the_generator_change_to_the_input(fitted, parts):
 def test_unreachable_target_stops_with_a_reason(parts, fitted):
     G, clf, _ = parts
     w = G.mapping(torch.randn(2, W_DIM, generator=torch.Generator().manual_seed(9)), None)[:, 0]
-    tiny = LatentProbe(generator=G, classifier=clf, config=LatentProbeConfig(max_lambda=0.2, step_size=0.1))
+    tiny = LatentProbe(generator=G, classifier=clf, config=LatentProbeConfig.published(max_lambda=0.2, step_size=0.1))
     tiny.probe = fitted.probe
     with torch.no_grad():
         s = clf(G.decode(w))[:, 0]
@@ -254,7 +254,7 @@ def test_single_decision_cannot_be_probed(parts):
 def test_save_load_round_trip_and_generator_check(tmp_path, parts, fitted):
     G, clf, _ = parts
     fitted.save(tmp_path / "probe")
-    loaded = LatentProbe.load_probe(tmp_path / "probe", generator=G, classifier=clf)
+    loaded = LatentProbe.load_probe(tmp_path / "probe", generator=G, classifier=clf, config=fitted.config)
     for k in ("directions", "sigma", "mean", "std", "coef", "intercept"):
         assert torch.equal(getattr(loaded.probe, k), getattr(fitted.probe, k)), k
     assert loaded.probe.accuracy == fitted.probe.accuracy and loaded.probe.C == fitted.probe.C

@@ -62,9 +62,10 @@ def as_images(x: np.ndarray) -> torch.Tensor:
 
 
 def config(**kw) -> LatentShiftConfig:
+    """The published method (closed forms below are for it), fine steps, no budget."""
     base = dict(step_size=0.1, max_change=None, refine_steps=12, stop_probability=None)
     base.update(kw)
-    return LatentShiftConfig(**base)
+    return LatentShiftConfig.published(**base)
 
 
 # ----------------------------------------------------------------------------- closed form

@@ -72,13 +72,18 @@ def tiny(tmp_path_factory):
     return SimpleNamespace(root=root, G=G, enc=enc, clf=clf, data=data, pngs=pngs, rgb=rgb)
 
 
+# Schutte et al.'s walk (generated frames, taken at the threshold): the numbers below are recomputed
+# for it from the saved models (the library default is residual frames taken at 0.99999)
+PUBLISHED = ("--compose", "generated", "--set", "take_at=none")
+
+
 def test_explain_latent_probe_files_and_numbers(tiny, tmp_path, capsys):
     out, probe = tmp_path / "out", tmp_path / "probe"
     code, stdout, err = run_cli(
         capsys, "explain", "--method", "latent-probe", "--classifier", tiny.root / "classifier",
         "--generator", tiny.root / "stylegan2", "--encoder", tiny.root / "encoder", "--probe-dir", probe,
         "--fit-samples", FIT, "--step-size", "0.25", "--max-steps", "12", "--images", tiny.pngs,
-        "--out", out, "--no-progress")
+        "--out", out, "--no-progress", *PUBLISHED)
     assert code == 0, err
     assert "3 image(s)" in stdout
     assert (probe / "probe.json").is_file()  # fitted once and saved
@@ -122,7 +127,7 @@ def test_explain_latent_probe_files_and_numbers(tiny, tmp_path, capsys):
         capsys, "explain", "--method", "latent-probe", "--classifier", tiny.root / "classifier",
         "--generator", tiny.root / "stylegan2", "--encoder", tiny.root / "encoder", "--probe-dir", probe,
         "--step-size", "0.25", "--max-steps", "12", "--images", tiny.pngs / "case9.png",
-        "--out", tmp_path / "again", "--no-progress")
+        "--out", tmp_path / "again", "--no-progress", *PUBLISHED)
     assert code == 0, err
     again = strict_json(tmp_path / "again" / "case9.json")
     # (batch of 1 vs 3: equal up to float rounding)

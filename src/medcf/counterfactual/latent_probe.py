@@ -82,8 +82,15 @@ PROBE_JSON, PROBE_TENSORS = "probe.json", "probe.safetensors"
 @dataclass(frozen=True)
 class LatentProbeConfig(WalkConfig):
     """Latent-probe settings (``threshold``, ``take_at``, ``keep_path``, ``compose``,
-    ``stop_probability``, ``patience``, ``min_progress``, ``refine_steps``: see ``WalkConfig``)."""
+    ``stop_probability``, ``patience``, ``min_progress``, ``refine_steps``: see ``WalkConfig``).
 
+    The defaults are the settings the benchmark shows to give meaningful counterfactuals
+    (docs/defaults.md): taken at p = 0.99999, residual frames. ``LatentProbeConfig.published()``
+    is Schutte et al.'s walk (generated frames, taken where p crosses the threshold).
+    """
+
+    take_at: float | None = 0.99999       # where the counterfactual is taken (validity: at threshold)
+    compose: str = "residual"             # frames: x + G(w_λ) - G(w_0) ("generated": G(w_λ))
     truncation_psi: float = 1.0           # truncation of the w sampled for fit
     test_fraction: float = 0.2            # held-out share of the fit samples (probe accuracy)
     cv_folds: int = 5                     # cross-validation folds choosing C
@@ -92,6 +99,12 @@ class LatentProbeConfig(WalkConfig):
     step_size: float = 0.1                # λ increment per frame, in σ units along α
     max_lambda: float = 10.0              # give up past this λ (σ units)
     layers: tuple[int, ...] | None = None  # W+ layers to move (None: all)
+
+    @classmethod
+    def published(cls, **changes) -> LatentProbeConfig:
+        """Schutte et al. (2021) as published: the generator's frames, the counterfactual where p
+        crosses ``threshold``; ``changes`` override fields."""
+        return cls(**{"take_at": None, "compose": "generated", **changes})
 
     def __post_init__(self):
         super().__post_init__()
