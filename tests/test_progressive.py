@@ -215,3 +215,26 @@ def test_cli_train_explain_and_errors(toy, tmp_path, capsys):
                              "--generator", run, "--images", toy / "data" / "images" / "000001.png",
                              "--out", tmp_path / "ex3")
     assert code == 2 and "--method progressive" in err
+
+
+def test_concept_purity_on_hand_built_trajectories():
+    from medcf.eval.purity import concept_purity
+
+    class Toy(nn.Module):  # CTR = 0.5 + mean of the left half; marker = bright lower-right pixel
+        def forward(self, x):
+            return 0.5 + x[:, :, :, : RES // 2].mean(dim=(1, 2, 3)).view(-1, 1)
+
+    x = torch.zeros(4, 1, RES, RES)
+    x[:2, :, -1, -1] = 1.0                                   # queries 0, 1 carry the marker
+    heart = x.clone()
+    heart[:, :, :, : RES // 2] += 0.1                        # concept 0: CTR +0.1 on every query
+    marker = x.clone()
+    marker[:, :, -1, -1] = 1.0 - marker[:, :, -1, -1]        # concept 1: marker flipped on every query
+    paths = torch.stack([torch.stack([x, heart]), torch.stack([x, marker])])  # [K=2, T=2, B=4, ...]
+    from medcf.types import Counterfactual
+
+    cf = Counterfactual(original=x, counterfactual=heart, difference=heart - x, target=torch.ones(4, dtype=torch.long),
+                        prob_original=torch.zeros(4), prob_counterfactual=torch.ones(4), concept_paths=paths,
+                        info={"concepts": [{"frame_index": [1, 1, 1, 1]}, {"frame_index": [1, 1, 0, 1]}]})
+    m = concept_purity(cf, marker_present=lambda im: im[:, 0, -1, -1] > 0.5, ctr=Toy())
+    assert m["heart"] == [1.0, 0.0] and m["marker"] == [0.0, 0.75] and m["n"] == 4
