@@ -1,0 +1,303 @@
+"""ICAM backbone, recipe and explainer: shapes (2D and 3D), hand-computed losses, save/load,
+exact resume, the attribute swap on an analytic toy and after a short training on an easy toy."""
+
+from __future__ import annotations
+
+import json
+import math
+
+import pytest
+import torch
+from torch import nn
+from torch.utils.data import Dataset
+
+from medcf.counterfactual.icam import ICAMExplainer, ICAMExplainerConfig
+from medcf.errors import MedcfError
+from medcf.generators.icam import (
+    ICAM,
+    ContentDiscriminator,
+    ICAMConfig,
+    ICAMOutputs,
+    ICAMWeights,
+    ImageDiscriminator,
+    discriminator_losses,
+    icam_losses,
+    kl_divergence,
+)
+
+TINY = dict(resolution=32, width=4, blocks=1, attr_dim=4, attr_width=4, disc_width=4, disc_layers=2)
+TINY_RECIPE = dict(batch_size=4, width=4, blocks=1, attr_dim=4, attr_width=4, disc_width=4, disc_layers=2,
+                   progress=False, log_every=1, sample_every=2, checkpoint_every=2)
+LOG2 = math.log(2.0)
+
+
+def _synth(n=16, resolution=32, seed=0):
+    from medcf.data.synthetic import SynthConfig, SyntheticDataset
+
+    return SyntheticDataset(SynthConfig(resolution=resolution), n=n, seed=seed)
+
+
+# ----------------------------------------------------------------------------- model
+
+
+@pytest.mark.parametrize("kw, word", [({"channels": 2}, "channels"), ({"dims": 4}, "dims"),
+                                      ({"resolution": 30}, "divisible"), ({"domain_b": 0}, "differ"),
+                                      ({"resolution": 8, "downsample": 1, "disc_layers": 3}, "too small")])
+def test_config_rejects_bad_values(kw, word):
+    with pytest.raises(ValueError, match=word):
+        ICAMConfig(**{**TINY, **kw})
+
+
+def test_shapes_2d():
+    cfg = ICAMConfig(**TINY)
+    model = ICAM(cfg, seed=0).eval()
+    x = torch.rand(3, 1, 32, 32) * 2 - 1
+    c, a = model.encode(x)
+    assert c.shape == (3, cfg.content_channels, 8, 8) and a.shape == (3, 4)
+    y = model.decode(c, a)
+    assert y.shape == x.shape and y.abs().max() <= 1
+    assert model.classify(a).shape == (3,)
+    patch, logit = ImageDiscriminator(cfg)(x)
+    assert patch.shape == (3, 1, 8, 8) and logit.shape == (3,)
+    assert ContentDiscriminator(cfg)(c).shape == (3,)
+    with pytest.raises(MedcfError, match="expects"):
+        model.encode(torch.zeros(1, 1, 16, 16))
+
+
+def test_the_same_code_builds_a_3d_model():
+    cfg = ICAMConfig(**{**TINY, "resolution": 16, "dims": 3})
+    model = ICAM(cfg)
+    v = torch.rand(2, 1, 16, 16, 16) * 2 - 1
+    out = model(v, v)
+    assert out.cross_b.shape == v.shape and out.content_a.shape == (2, cfg.content_channels, 4, 4, 4)
+    assert ImageDiscriminator(cfg)(v)[0].shape == (2, 1, 4, 4, 4)
+
+
+def test_seeded_init_is_deterministic_and_leaves_global_rng_alone():
+    torch.manual_seed(7)
+    before = torch.rand(1)
+    torch.manual_seed(7)
+    a, b = ICAM(ICAMConfig(**TINY), seed=2), ICAM(ICAMConfig(**TINY), seed=2)
+    assert torch.equal(torch.rand(1), before)
+    for p, q in zip(a.state_dict().values(), b.state_dict().values(), strict=True):
+        assert torch.equal(p, q)
+
+
+def test_save_load_round_trip_keeps_the_attribute_statistics(tmp_path):
+    model = ICAM(ICAMConfig(**TINY, class_names=("normal", "cardiomegaly")), seed=1).eval()
+    model.attr_mean.copy_(torch.arange(8.0).view(2, 4))
+    model.save(tmp_path / "m")
+    back = ICAM.load(tmp_path / "m")
+    x = torch.rand(2, 1, 32, 32) * 2 - 1
+    (c1, a1), (c2, a2) = model.encode(x), back.encode(x)
+    assert torch.equal(c1, c2) and torch.equal(a1, a2) and torch.equal(model.decode(c1, a1), back.decode(c2, a2))
+    assert torch.equal(back.attr_mean, model.attr_mean)
+
+
+def test_one_step_has_finite_gradients_everywhere():
+    cfg = ICAMConfig(**TINY)
+    model, di, dc = ICAM(cfg), ImageDiscriminator(cfg), ContentDiscriminator(cfg)
+    a, b = torch.rand(2, 1, 32, 32) * 2 - 1, torch.rand(2, 1, 32, 32) * 2 - 1
+    out = model(a, b, generator=torch.Generator().manual_seed(0))
+    icam_losses(out, model, di, dc, a, b)["total"].backward()
+    grads = [p.grad for p in model.parameters()]
+    assert all(g is not None and torch.isfinite(g).all() for g in grads)
+    discriminator_losses(out, di, dc, a, b)["d_total"].backward()
+    assert all(p.grad is not None and torch.isfinite(p.grad).all() for p in [*di.parameters(), *dc.parameters()])
+
+
+# ----------------------------------------------------------------------------- losses
+
+
+def test_kl_closed_form():
+    assert float(kl_divergence(torch.zeros(3, 4), torch.zeros(3, 4))) == 0.0
+    # KL(N(1, 1) || N(0, 1)) = 1/2 per dimension; KL(N(0, e) || N(0, 1)) = (e - 1 - 1) / 2
+    assert float(kl_divergence(torch.ones(3, 4), torch.zeros(3, 4))) == pytest.approx(0.5)
+    assert float(kl_divergence(torch.zeros(1, 1), torch.ones(1, 1))) == pytest.approx((math.e - 2) / 2)
+
+
+class _ConstD(nn.Module):
+    """Image discriminator: patch scores 0.5, class logit 0 whatever the input."""
+
+    def forward(self, x):
+        return torch.full((x.shape[0], 1, 2, 2), 0.5), torch.zeros(x.shape[0])
+
+
+def test_icam_losses_by_hand():
+    a, b = torch.zeros(2, 1, 4, 4), torch.ones(2, 1, 4, 4)
+    z = torch.zeros(2, 3)
+    out = ICAMOutputs(content_a=torch.zeros(2, 5, 2, 2), content_b=torch.zeros(2, 5, 2, 2),
+                      mean_a=torch.ones(2, 3), logvar_a=z, mean_b=z, logvar_b=z,
+                      self_a=a + 0.1, self_b=b.clone(), cross_b=a, cross_a=b,
+                      cycle_a=a.clone(), cycle_b=b - 0.3, mean_cross_b=z, mean_cross_a=z)
+
+    class Model:                            # ICAM's attribute classifier: logit 0 for every code
+        def classify(self, code):
+            return torch.zeros(code.shape[0])
+
+    t = icam_losses(out, Model(), _ConstD(), lambda c: torch.zeros(c.shape[0]), a, b, ICAMWeights())
+    assert float(t["adv"]) == pytest.approx(2 * 0.25)          # (0.5 - 1)^2 on both cross images
+    assert float(t["adv_cls"]) == pytest.approx(2 * LOG2)      # BCE(logit 0, y) = log 2
+    assert float(t["self_rec"]) == pytest.approx(0.1)
+    assert float(t["cycle"]) == pytest.approx(0.3)
+    assert float(t["kl"]) == pytest.approx(0.5)                # mean_a = 1: 1/2 per dimension
+    assert float(t["cls"]) == pytest.approx(4 * LOG2)
+    assert float(t["content_adv"]) == pytest.approx(2 * LOG2)  # BCE(0, 0.5) = log 2
+    w = ICAMWeights()
+    expected = (w.adv * 0.5 + w.adv_cls * 2 * LOG2 + w.self_rec * 0.1 + w.cycle * 0.3 + w.kl * 0.5
+                + w.cls * 4 * LOG2 + w.content_adv * 2 * LOG2)
+    assert float(t["total"]) == pytest.approx(expected)
+
+
+def test_discriminator_losses_by_hand():
+    a, b = torch.zeros(2, 1, 4, 4), torch.ones(2, 1, 4, 4)
+    out = ICAMOutputs(*(torch.zeros(2, 5, 2, 2),) * 2, *(torch.zeros(2, 3),) * 4,
+                      a, b, b, a, a, b, torch.zeros(2, 3), torch.zeros(2, 3))
+    t = discriminator_losses(out, _ConstD(), lambda c: torch.zeros(c.shape[0]), a, b)
+    assert float(t["d_adv"]) == pytest.approx(0.5 * (0.25 + 0.25 + 0.25 + 0.25))
+    assert float(t["d_cls"]) == pytest.approx(2 * LOG2)
+    assert float(t["d_content"]) == pytest.approx(2 * LOG2)
+
+
+# ----------------------------------------------------------------------------- explainer (analytic toy)
+
+
+class _BrightnessICAM(ICAM):
+    """content = x - mean(x), attribute = mean(x) (attr_dim 1), decode = content + attribute."""
+
+    def encode(self, x):
+        m = x.flatten(1).mean(1, keepdim=True)
+        return x - m.view(-1, 1, 1, 1), m
+
+    def decode(self, content, attribute):
+        return content + attribute.view(-1, 1, 1, 1)
+
+
+class _MeanClassifier(nn.Module):
+    """Binary softmax, class-1 log-odds = 4 * mean(x)."""
+
+    class_names = ("normal", "cardiomegaly")
+
+    def forward(self, x):
+        s = 4 * x.flatten(1).mean(1)
+        return torch.stack([torch.zeros_like(s), s], 1)
+
+
+def _toy(**cfg) -> ICAMExplainer:
+    model = _BrightnessICAM(ICAMConfig(**{**TINY, "attr_dim": 1}, class_names=("normal", "cardiomegaly")))
+    model.attr_mean.copy_(torch.tensor([[-0.5], [0.5]]))
+    model.attr_std.copy_(torch.tensor([[0.1], [0.1]]))
+    with torch.no_grad():
+        model.attr_classifier.weight.fill_(10.0)
+        model.attr_classifier.bias.zero_()
+    return ICAMExplainer(icam=model, classifier=_MeanClassifier(), config=ICAMExplainerConfig(**cfg))
+
+
+def _image(mean: float) -> torch.Tensor:
+    x = torch.linspace(-0.2, 0.2, 32 * 32).view(1, 1, 32, 32)
+    return x - x.mean() + mean
+
+
+def test_mean_swap_interpolates_and_stops_at_the_crossing():
+    x = _image(-0.25)
+    cf = _toy(variance_samples=0).explain(x, target=1)
+    # attribute along the path: -0.25 + 0.75 α, α = k / 8; log-odds 4 * attribute >= 0 first at k = 3
+    assert cf.info["frame_index"] == [3] and cf.info["alpha_taken"] == [pytest.approx(0.375)]
+    assert torch.allclose(cf.counterfactual, x + 0.75 * 0.375, atol=1e-6)
+    assert torch.allclose(cf.difference, torch.full((1, 1, 32, 32), 0.75 * 0.375), atol=1e-6)  # cf - x
+    assert torch.allclose(cf.path[-1], x + 0.75, atol=1e-6)    # the full swap: the class-1 mean
+    assert torch.allclose(cf.latents, torch.tensor([[-0.25 + 0.75 * 0.375]]))
+    # ICAM's own decision: sigmoid(10 * attribute) for class 1
+    assert cf.info["icam_prob_original"][0] == pytest.approx(1 / (1 + math.exp(2.5)), rel=1e-5)
+    assert cf.info["icam_prob_counterfactual"][0] == pytest.approx(1 / (1 + math.exp(-10 * 0.03125)), rel=1e-4)
+
+
+def test_reference_swap_and_target_a():
+    x = _image(0.3)
+    e = _toy(attribute="reference", variance_samples=0, max_steps=4)
+    cf = e.explain(x, target=0, reference=_image(-0.5))
+    # attribute 0.3 - 0.8 α, α = k / 4; class-0 log-odds -4 * attribute >= 0 first at α = 0.5
+    assert cf.info["frame_index"] == [2] and bool(cf.flipped[0])
+    with pytest.raises(MedcfError, match="reference images"):
+        e.explain(x, target=0)
+
+
+def test_variance_map_is_the_variance_of_the_sampled_attribute():
+    cf = _toy(attribute="sample", variance_samples=400).explain(_image(-0.25), target=1)
+    var = cf.info["variance_map"]
+    assert var.shape == (1, 1, 32, 32)
+    # decode = content + attribute: every pixel varies as the attribute, std 0.1 -> variance 0.01
+    assert float(var.mean()) == pytest.approx(0.01, rel=0.2) and float(var.std()) < 1e-6
+
+
+def test_target_outside_the_domains_is_refused_and_config_is_checked():
+    model = _BrightnessICAM(ICAMConfig(**{**TINY, "attr_dim": 1}, class_names=("other", "x")))
+    with pytest.raises(MedcfError, match="not one of ICAM's domains"):
+        ICAMExplainer(icam=model, classifier=_MeanClassifier()).explain(_image(0.0), target=1)
+    with pytest.raises(ValueError, match="attribute"):
+        ICAMExplainerConfig(attribute="median")
+
+
+# ----------------------------------------------------------------------------- recipe
+
+
+def test_recipe_trains_stores_statistics_and_resumes_exactly(tmp_path):
+    from medcf.train.icam import train_icam
+
+    ds, val = _synth(), _synth(8, seed=1)
+    res = train_icam(ds, tmp_path / "full", steps=4, val_data=val, **TINY_RECIPE)
+    rows = [json.loads(line) for line in (tmp_path / "full" / "stats.jsonl").read_text().splitlines()]
+    for key in ("adv", "self_rec", "cycle", "kl", "cls", "content_adv", "d_total"):
+        values = [r[key] for r in rows if key in r]
+        assert values and all(math.isfinite(v) for v in values), key
+    assert set(res.val) >= {"icam_accuracy", "self_l1", "swap_flip_rate"}
+    model = ICAM.load(tmp_path / "full")
+    # the stored statistics are those of the training images' attribute codes
+    x = torch.stack([ds[i]["image"] for i in range(len(ds))])
+    y = torch.tensor([int(ds[i]["label"]) for i in range(len(ds))])
+    with torch.no_grad():
+        codes = model.encode(x)[1]
+    assert torch.allclose(model.attr_mean[1], codes[y == 1].mean(0), atol=1e-5)
+    assert torch.allclose(model.attr_std[0], codes[y == 0].std(0, unbiased=False).clamp_min(1e-4), atol=1e-5)
+    train_icam(ds, tmp_path / "part", steps=2, val_data=val, **TINY_RECIPE)
+    train_icam(ds, tmp_path / "part", steps=4, val_data=val, resume=True, **TINY_RECIPE)
+    for (name, p), q in zip(model.state_dict().items(), ICAM.load(tmp_path / "part").state_dict().values(),
+                            strict=True):
+        assert torch.allclose(p, q, atol=1e-6), name
+
+
+class _EasyToy(Dataset):
+    """16 px: class 0 dark (-0.5), class 1 bright (+0.5), plus a random texture (the content)."""
+
+    class_names = ("dark", "bright")
+
+    def __init__(self, n: int, seed: int):
+        g = torch.Generator().manual_seed(seed)
+        self.labels = [i % 2 for i in range(n)]
+        texture = 0.3 * (torch.rand(n, 1, 16, 16, generator=g) * 2 - 1)
+        self.images = texture + torch.tensor([-0.5 if v == 0 else 0.5 for v in self.labels]).view(-1, 1, 1, 1)
+
+    def __len__(self):
+        return len(self.labels)
+
+    def __getitem__(self, i):
+        return {"image": self.images[i], "label": torch.tensor(self.labels[i])}
+
+
+def test_attribute_swap_flips_the_decision_after_a_short_training(tmp_path):
+    from medcf.train.icam import train_icam
+
+    res = train_icam(_EasyToy(64, 0), tmp_path / "toy", steps=120, batch_size=8, lr=2e-3, width=8, blocks=0,
+                     attr_dim=2, attr_width=8, disc_width=4, disc_layers=2, val_data=_EasyToy(16, 1),
+                     progress=False, log_every=60, sample_every=0, checkpoint_every=0)
+    model = ICAM.load(res.model_dir)
+    test = _EasyToy(8, 2)
+    dark, bright = test.images[0:1], test.images[1:2]
+    clf = _MeanClassifier()
+    clf.class_names = ("dark", "bright")
+    e = ICAMExplainer(icam=model, classifier=clf,
+                      config=ICAMExplainerConfig(attribute="reference", variance_samples=0))
+    to_bright = e.explain(dark, target=1, reference=bright)
+    to_dark = e.explain(bright, target=0, reference=dark)
+    assert bool(to_bright.flipped[0]) and bool(to_dark.flipped[0])
+    assert res.val["icam_accuracy"] == 1.0  # ICAM's own classifier separates the toy's classes
