@@ -158,6 +158,10 @@ def evaluate_counterfactuals(
         for k, v in changes.items():
             cols[f"{k}_mean"].append(v.float().mean(1))
         cols["seconds"].append(seconds_per_query(cf))
+        info = cf.info if isinstance(cf.info, dict) else {}
+        if "ood" in info:  # medcf.eval.ood flags (queries unlike the generator's training data)
+            cols["reconstruction_error"].append(torch.tensor(info["reconstruction_error"], dtype=torch.float32))
+            cols["ood"].append(torch.tensor(info["ood"], dtype=torch.bool))
         if fid is not None:
             keep = reached if fid_on == "valid" else torch.ones(b, dtype=torch.bool)
             if keep.any():
@@ -205,6 +209,8 @@ def evaluate_counterfactuals(
     for key in ("fo_prob_change_mean", "fo_flip_mean", "nuisance_change_mean", "nuisance_error_mean"):
         if key in data:
             summary[key.removesuffix("_mean")] = _mean(data[key])
+    if "ood" in data:
+        summary["ood_rate"] = _mean(data["ood"])
     summary["seconds_per_explanation"] = _mean(data["seconds"])
     if fid is not None:
         result = fid.compute().as_dict() if fid.n_fake >= 2 else {

@@ -20,6 +20,7 @@ from torch.utils.data import DataLoader, Dataset, Subset
 from medcf.counterfactual.checkpoints import setting_error
 from medcf.errors import DataError, ShapeError
 from medcf.explain_runner.builders import explainer_input_shape
+from medcf.io import unique_stems
 from medcf.types import Counterfactual, Explainer, Target, reaches
 
 OPPOSITE = "opposite"  # target meaning "the other class than the classifier's decision"
@@ -60,14 +61,22 @@ def open_images(path: str | os.PathLike, explainer: Any = None, *, channels: int
 
 
 def image_name(dataset: Dataset, index: int) -> str:
-    """A file stem for item ``index``: the source file's stem when known, else a zero-padded index."""
+    """A file stem for item ``index``: the source file's stem when known (made unique across the
+    dataset, e.g. ``healthy_001`` / ``sick_001``), else a zero-padded index."""
     base, i = dataset, index
     while isinstance(base, Subset):
         i = int(base.indices[i])
         base = base.dataset
     files = getattr(base, "files", None)
     if files is not None and 0 <= i < len(files):
-        return Path(files[i]).stem
+        names = getattr(base, "_output_names", None)
+        if names is None or len(names) != len(files):  # computed once per dataset
+            names = unique_stems(files)  # class folders may hold the same file name twice
+            try:
+                base._output_names = names
+            except AttributeError:
+                pass
+        return names[i]
     return f"{i:06d}"
 
 
@@ -140,6 +149,7 @@ def explain_dataset(explainer: Explainer, data: Dataset | Tensor, target: Target
         >>> for cf, batch in explain_dataset(ls, open_dataset("data", split="test"), limit=32):  # doctest: +SKIP
         ...     print(cf.flipped.float().mean())
     """
+    from medcf.eval.ood import find_profile, mark_ood
     from medcf.progress import tqdm  # a live bar on a terminal, plain lines in a log
 
     if batch_size < 1:
@@ -157,6 +167,7 @@ def explain_dataset(explainer: Explainer, data: Dataset | Tensor, target: Target
         p = next(clf.parameters(), None) if isinstance(clf, nn.Module) else None
         device = p.device if p is not None else "cpu"
     loader = DataLoader(ds, batch_size=batch_size, shuffle=False)
+    found = find_profile(explainer)  # the training distribution's reconstruction errors, if recorded
     start = 0
     with tqdm(total=len(ds), desc="explain", unit="img", disable=not progress) as bar:
         for batch in loader:
@@ -169,6 +180,8 @@ def explain_dataset(explainer: Explainer, data: Dataset | Tensor, target: Target
             else:
                 t = target
             cf = explainer.explain(x, t)
+            if found is not None:
+                mark_ood(cf, found.profile, where=str(found.where), reconstruct=found.reconstruct)
             start += b
             bar.update(b)
             yield cf, batch

@@ -15,8 +15,7 @@ from typing import Any
 
 from torch import Tensor
 
-from medcf.errors import MedcfError
-from medcf.io import atomic_write_text
+from medcf.io import atomic_write_text, check_output
 from medcf.types import Counterfactual
 
 
@@ -73,6 +72,9 @@ def query_record(cf: Counterfactual, i: int, *, name: str, source: str | None = 
         probs = cf.path_probs[:, i]
         probs = probs[: int(n)] if n is not None else probs
         rec["path_probs"] = [round(float(p), 6) for p in probs]
+    for key in ("reconstruction_error", "ood_ratio", "ood"):  # medcf.eval.ood, when the model has a profile
+        if key in info:
+            rec[key] = _pick(info, key, i)
     for key in ("inversion", "inversion_l1", "latent_distance", "probe_accuracy"):  # latent-probe facts
         if key in info:
             rec[key] = _pick(info, key, i)
@@ -109,12 +111,9 @@ def write_explanation(cf: Counterfactual, i: int, out_dir: str | os.PathLike, na
 
 
 def check_out_dir(out: str | os.PathLike, overwrite: bool) -> Path:
-    """Refuse a non-empty output folder unless ``overwrite`` (one-line ``MedcfError``)."""
-    p = Path(out)
-    if p.exists() and not p.is_dir():
-        raise MedcfError(f"{p}: --out exists and is not a folder")
-    if p.is_dir() and any(p.iterdir()) and not overwrite:
-        raise MedcfError(f"{p}: --out is not empty; pass --overwrite to write into it")
+    """Create the output folder after the output policy's checks (``medcf.io.check_output``):
+    a symlinked ``--out`` or a non-empty one without ``overwrite`` is a one-line ``OutputError``."""
+    p = check_output(out, overwrite=overwrite, action="write into it")
     p.mkdir(parents=True, exist_ok=True)
     return p
 

@@ -26,6 +26,7 @@ import torch
 from torch.utils.data import DataLoader, Dataset, Subset
 
 from medcf.errors import DataError
+from medcf.eval.ood import record_profile
 from medcf.generators.autoencoder import (
     AUTOENCODERS,
     AutoencoderConfig,
@@ -213,4 +214,7 @@ def train_autoencoder(
         meta.update({"val": val, "data": where})
         trained.save(model_dir, meta=meta)
         log.info("%s validation figures: %s", kind, val)
+        # the training distribution's reconstruction errors, for the explain-time OOD warning
+        record_profile(trained.reconstruct, DataLoader(val_data, batch_size=64), model_dir,
+                       source=f"{where} (val split)", device=trainer.device)
     return TrainedAutoencoder(model_dir=model_dir, kind=kind, val=val, wall_s=time.perf_counter() - t0)

@@ -34,6 +34,7 @@ from torch.utils.data import Dataset
 from medcf.encoders.generator_io import load_stylegan2_generator, map_z
 from medcf.encoders.stylegan_encoder import StyleGANEncoder
 from medcf.errors import MedcfError
+from medcf.eval.ood import record_profile
 from medcf.io import read_header
 from medcf.train.schedules import warmup_cosine
 
@@ -205,4 +206,9 @@ def train_encoder(
         meta.update({"val": val, "generator": where})
         trained.save(model_dir, meta=meta)
         log.info("encoder validation figures: %s", val)
+        # G(E(x)) errors on held-out generated images, for the explain-time OOD warning
+        G_dev = G.to(trainer.device)
+        record_profile(lambda x: G_dev.synthesis(trained(x), noise_mode="const"),
+                       val_x.to(trainer.device).split(64), model_dir,
+                       source=f"{val_samples} generated validation images of {where}")
     return TrainedEncoder(model_dir=model_dir, val=val, wall_s=time.perf_counter() - t0)
