@@ -282,3 +282,25 @@ def test_import_lpips_keeps_identical_weights_and_refuses_different_ones(tmp_pat
     assert target.stat().st_mtime_ns == before
     assert run_cli(capsys, "weights", "import-lpips", b, "--cache-dir", cache, "--net", "alex", "--overwrite")[0] == 0
     assert target.stat().st_mtime_ns != before
+
+
+def test_explain_outputs_follow_the_policy(tmp_path):
+    from PIL import Image
+
+    from medcf.data import open_dataset
+    from medcf.explain_runner import check_out_dir, image_name
+
+    (tmp_path / "real").mkdir()
+    (tmp_path / "link").symlink_to(tmp_path / "real", target_is_directory=True)
+    with pytest.raises(OutputError, match="symbolic link"):
+        check_out_dir(tmp_path / "link", overwrite=True)
+    (tmp_path / "real" / "x.gif").write_bytes(b"x")
+    with pytest.raises(OutputError, match="pass --overwrite to write into it"):
+        check_out_dir(tmp_path / "real", overwrite=False)
+    # two class folders holding the same file name give two distinct output names
+    for cls in ("healthy", "sick"):
+        (tmp_path / "data" / cls).mkdir(parents=True)
+        Image.new("L", (8, 8)).save(tmp_path / "data" / cls / "001.png")
+    ds = open_dataset(tmp_path / "data")
+    names = [image_name(ds, i) for i in range(len(ds))]
+    assert sorted(names) == ["healthy_001", "sick_001"]

@@ -30,9 +30,11 @@ from pathlib import Path
 from medcf.errors import OutputError
 
 
-def check_output(path: str | os.PathLike, *, overwrite: bool, flag: str = "--out", folder: bool = True) -> Path:
+def check_output(path: str | os.PathLike, *, overwrite: bool, flag: str = "--out", folder: bool = True,
+                 action: str = "replace it") -> Path:
     """Refuse a symlinked output, a file where a folder is wanted (or the reverse), and an
-    existing non-empty output unless ``overwrite``. Creates nothing; returns the path."""
+    existing non-empty output unless ``overwrite`` (the message says ``--overwrite`` will
+    ``action``). Creates nothing; returns the path."""
     path = Path(path)
     if path.is_symlink():
         raise OutputError(f"{path}: {flag} is a symbolic link; refusing to write through it "
@@ -45,7 +47,7 @@ def check_output(path: str | os.PathLike, *, overwrite: bool, flag: str = "--out
         raise OutputError(f"{path}: {flag} is a folder, expected a file path")
     if not overwrite and (not folder or any(path.iterdir())):
         what = "is not empty" if folder else "exists"
-        raise OutputError(f"{path}: {flag} {what}; pass --overwrite to replace it")
+        raise OutputError(f"{path}: {flag} {what}; pass --overwrite to {action}")
     return path
 
 
