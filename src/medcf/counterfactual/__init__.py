@@ -5,6 +5,7 @@ Example:
     >>> cf = LatentShift(autoencoder=vae, classifier=clf).explain(x, target=1)  # doctest: +SKIP
 """
 
+from medcf.counterfactual.gvr import GVR, GVRConfig
 from medcf.counterfactual.latent_probe import (
     LatentProbe,
     LatentProbeConfig,
@@ -12,12 +13,17 @@ from medcf.counterfactual.latent_probe import (
     build_latent_probe,
 )
 from medcf.counterfactual.latent_shift import LatentShift, LatentShiftConfig
+from medcf.counterfactual.vagan import VAGAN, VAGANExplainConfig
 
 __all__ = [
+    "GVR",
+    "GVRConfig",
     "LatentProbe",
     "LatentProbeConfig",
     "LatentShift",
     "LatentShiftConfig",
     "ProbeFit",
+    "VAGAN",
+    "VAGANExplainConfig",
     "build_latent_probe",
 ]
