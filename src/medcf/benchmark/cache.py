@@ -1,0 +1,100 @@
+"""Stages of ``medcf benchmark`` cached by a hash of their configuration.
+
+A stage (synthetic data, a judge model, a method's backbone) lives in
+``ROOT/NAME-HASH`` where HASH is the first 12 hex digits of the SHA-256 of its
+configuration (canonical JSON), so a changed setting is a new folder and a
+re-run skips every finished stage. ``STAGE_FILE`` inside marks it finished and
+records its wall time (summed over interrupted attempts). An interrupted
+training stage is continued from its last checkpoint (the training engine's
+exact resume) when its folder holds one, else restarted.
+
+Prepare hooks of the method table (``MethodSpec.prepare``) use ``cached_stage``
+for their backbones, which is how ``train_min`` is measured for them.
+
+Example:
+    >>> from medcf.benchmark.cache import cached_stage
+    >>> run = cached_stage("out/cache", "vae", {"steps": 600},
+    ...                    lambda d, resume: train_autoencoder(data, d, steps=600, resume=resume))  # doctest: +SKIP
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import shutil
+import time
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+from medcf.io import atomic_write_text
+
+STAGE_FILE = "benchmark-stage.json"
+STATE_FILE = "train_state.pt"  # the training engine's resume state (medcf.train.engine)
+
+
+def config_hash(config: Any) -> str:
+    """12 hex digits of the SHA-256 of ``config`` as canonical JSON (sorted keys)."""
+    text = json.dumps(config, sort_keys=True, default=str, separators=(",", ":"))
+    return hashlib.sha256(text.encode()).hexdigest()[:12]
+
+
+def stage_dir(root: str | os.PathLike, name: str, config: Any) -> Path:
+    """``ROOT/NAME-HASH``: where the stage with this configuration lives."""
+    return Path(root) / f"{name}-{config_hash(config)}"
+
+
+def stage_record(path: str | os.PathLike) -> dict | None:
+    """The finished-stage record of a stage folder, or None when it is not finished."""
+    p = Path(path) / STAGE_FILE
+    if not p.is_file():
+        return None
+    rec = json.loads(p.read_text())
+    return rec if rec.get("done") else None
+
+
+def _mark(path: Path, rec: dict) -> None:
+    atomic_write_text(path / STAGE_FILE, json.dumps(rec, indent=2, default=str) + "\n")
+
+
+def cached_stage(root: str | os.PathLike, name: str, config: Any,
+                 run: Callable[[Path, bool], Any], *, resumable: bool = True) -> Path:
+    """Run ``run(stage_folder, resume)`` unless the stage with ``config`` is finished; the folder.
+
+    ``resume`` is True when an interrupted attempt left a training checkpoint there
+    (``resumable`` stages only); otherwise a partial folder is removed first. ``run``
+    writes into the folder (a training run directory, a dataset, ...).
+    """
+    path = stage_dir(root, name, config)
+    if stage_record(path) is not None:
+        return path
+    previous = 0.0
+    marker = path / STAGE_FILE
+    if marker.is_file():
+        previous = float(json.loads(marker.read_text()).get("seconds", 0.0))
+    resume = resumable and (path / STATE_FILE).is_file()
+    if path.exists() and not resume:
+        shutil.rmtree(path)
+    path.mkdir(parents=True, exist_ok=True)
+    rec = {"name": name, "config": config, "done": False, "seconds": previous}
+    _mark(path, rec)
+    t0 = time.perf_counter()
+    try:
+        run(path, resume)
+    finally:
+        rec["seconds"] = previous + time.perf_counter() - t0
+        _mark(path, rec)
+    rec["done"] = True
+    _mark(path, rec)
+    return path
+
+
+def stage_seconds(paths) -> float:
+    """Total recorded wall seconds of the finished stages among ``paths`` (folders; others ignored)."""
+    total = 0.0
+    for p in paths:
+        rec = stage_record(p) if p is not None and Path(p).is_dir() else None
+        if rec is not None:
+            total += float(rec.get("seconds", 0.0))
+    return total

@@ -1,0 +1,459 @@
+"""``medcf benchmark``: every explainer on the same data, judges, queries and metrics.
+
+``run_benchmark`` runs, per task of the profile (or ``tasks``):
+
+1. data: the synthetic benchmark (or ``data``, a dataset folder);
+2. judges: the classifier to explain, the oracle, the foreign-object detector and
+   (cardiomegaly) the CTR regressor (``medcf.train.classifiers``);
+3. every benchmarked method: its ``prepare`` hook trains or reuses its backbones
+   (``medcf.counterfactual.registry``), ``build`` makes the explainer, and
+   ``evaluate_explainer`` explains the first ``n_queries`` test images toward the
+   opposite class and scores them (``medcf.eval``);
+4. the captum attribution baselines on the same queries (localization only);
+
+then writes ``OUT/results.csv``, ``OUT/results.md`` and ``OUT/report.html``.
+Every stage is cached under ``OUT/cache`` by a hash of its configuration
+(``medcf.benchmark.cache``); each finished (method, task) row is kept in
+``OUT/rows/TASK/METHOD``. A run that was interrupted is continued with
+``resume=True`` (interrupted training continues from its last checkpoint).
+
+Example:
+    >>> from medcf.benchmark import load_profile, run_benchmark
+    >>> rows = run_benchmark("runs/bench", load_profile("quick"))          # doctest: +SKIP
+"""
+
+from __future__ import annotations
+
+import importlib.util
+import json
+import math
+import os
+import platform
+import subprocess
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+import torch
+
+from medcf.benchmark.cache import cached_stage, config_hash, stage_seconds
+from medcf.benchmark.profile import JUDGE_ROLES, Profile
+from medcf.benchmark.results import (
+    COLUMNS,
+    COUNTERFACTUAL_COLUMNS,
+    merge_rows,
+    read_results,
+    results_markdown,
+    write_results_csv,
+)
+from medcf.benchmark.tasks import CPR_TASKS, CTR_TASKS, check_task
+from medcf.errors import MedcfError
+from medcf.io import atomic_write_text
+
+STATE_FILE = "benchmark.json"
+BASELINES = {"baseline-saliency": "saliency", "baseline-ig": "ig", "baseline-gradcam": "gradcam"}
+CPR_MISSING = "the costophrenic-recess scorer (issue 9 section 3) is not in this version"
+
+
+@dataclass(frozen=True)
+class Selection:
+    """Which rows a run makes: methods with a prepare hook, baselines, and those left out (why)."""
+
+    methods: tuple[str, ...]
+    baselines: tuple[str, ...]
+    not_benchmarked: dict[str, str]
+    explicit: bool                          # named with --methods: their rows are recomputed
+
+
+def select_methods(names: str | list[str] | None) -> Selection:
+    """Check ``--methods`` against the method table and the baselines (one-line error on a typo,
+    a method without a prepare hook, or a missing dependency)."""
+    from medcf.counterfactual.registry import METHODS
+
+    no_hook = {m: "no prepare hook in the method table yet (medcf.counterfactual.registry)"
+               for m, s in METHODS.items() if s.prepare is None}
+    known = sorted(METHODS) + list(BASELINES)
+    if names is None or names == "" or names == []:
+        chosen = [m for m in sorted(METHODS) if METHODS[m].prepare is not None] + list(BASELINES)
+        explicit = False
+    else:
+        chosen = [n.strip() for n in names.split(",")] if isinstance(names, str) else list(names)
+        chosen = [n for n in chosen if n]
+        for n in chosen:
+            if n not in known:
+                raise MedcfError(f"--methods: unknown method {n!r}; choose from {known}")
+            if n in no_hook:
+                raise MedcfError(f"--methods: {n} is not benchmarked: {no_hook[n]}")
+        explicit = True
+    for n in chosen:
+        if n in BASELINES:
+            if importlib.util.find_spec("captum") is None:
+                raise MedcfError(f"--methods: {n} needs the 'captum' package (pip install captum)")
+            continue
+        for mod in getattr(METHODS[n].prepare, "requires", ()):  # optional: modules a hook needs
+            if importlib.util.find_spec(mod) is None:
+                raise MedcfError(f"--methods: {n} needs the {mod!r} package, which is not installed")
+    return Selection(tuple(m for m in chosen if m not in BASELINES), tuple(m for m in chosen if m in BASELINES),
+                     {m: why for m, why in no_hook.items() if m not in chosen}, explicit)
+
+
+def _commit() -> str:
+    try:
+        root = Path(__file__).resolve().parents[3]
+        out = subprocess.run(["git", "-C", str(root), "rev-parse", "--short", "HEAD"], capture_output=True,
+                             text=True, timeout=10)
+        dirty = subprocess.run(["git", "-C", str(root), "status", "--porcelain", "--untracked-files=no"],
+                               capture_output=True, text=True, timeout=10)
+        return (out.stdout.strip() + ("+dirty" if dirty.stdout.strip() else "")) if out.returncode == 0 \
+            else "unknown"
+    except (OSError, subprocess.SubprocessError):
+        return "unknown"
+
+
+def machine() -> str:
+    return (f"{platform.processor() or platform.machine()}, {os.cpu_count()} CPUs, torch threads "
+            f"{torch.get_num_threads()}, load average at start {os.getloadavg()[0]:.1f}, "
+            f"CUDA {'yes: ' + torch.cuda.get_device_name(0) if torch.cuda.is_available() else 'no'}")
+
+
+def _cpu_seconds() -> float:
+    """CPU seconds (user + system) of this process and its finished children."""
+    import resource
+
+    return sum(getattr(resource.getrusage(w), f) for w in (resource.RUSAGE_SELF, resource.RUSAGE_CHILDREN)
+               for f in ("ru_utime", "ru_stime"))
+
+
+def _num(v) -> float | None:
+    if v is None:
+        return None
+    v = float(v)
+    return None if math.isnan(v) else v
+
+
+def _get(d: dict, dotted: str):
+    for k in dotted.split("."):
+        if not isinstance(d, dict) or k not in d:
+            return None
+        d = d[k]
+    return d
+
+
+def _open_out(out: Path, profile: Profile, resume: bool) -> dict:
+    """Create or reopen OUT: refuse foreign folders, another profile, or an unfinished run without resume."""
+    state_path = out / STATE_FILE
+    if out.exists() and not out.is_dir():
+        raise MedcfError(f"{out}: --out exists and is not a folder")
+    if state_path.is_file():
+        state = json.loads(state_path.read_text())
+        if state.get("profile") != profile.name:
+            raise MedcfError(f"{out}: holds a benchmark of another profile ({state.get('profile')}); "
+                             "choose another --out")  # changed settings of the same profile: new hashes
+        if state.get("state") == "running" and not resume:
+            raise MedcfError(f"{out}: holds an interrupted benchmark; pass --resume to continue it")
+        return state
+    if out.is_dir() and any(out.iterdir()):
+        raise MedcfError(f"{out}: --out is not empty and holds no benchmark; choose another folder")
+    out.mkdir(parents=True, exist_ok=True)
+    return {"profile": profile.name}
+
+
+def _save_state(out: Path, state: dict) -> None:
+    atomic_write_text(out / STATE_FILE, json.dumps(state, indent=2, default=str) + "\n")
+
+
+def _prepare_data(out: Path, profile: Profile, task: str, data: str | None, progress: bool) -> Path:
+    from medcf.data import SynthConfig, write_synthetic
+
+    if data is not None:
+        p = Path(data) / task if (Path(data) / task).is_dir() else Path(data)
+        return p
+    cfg = {"task": task, "resolution": profile.data["resolution"], "n": profile.data["n"],
+           "seed": profile.seed}
+    return cached_stage(out / "cache", f"data-{task}", cfg, lambda d, resume: write_synthetic(
+        SynthConfig(task=task, resolution=cfg["resolution"]), cfg["n"], d, seed=profile.seed, overwrite=True,
+        workers=1, progress=progress), resumable=False)
+
+
+def _prepare_judges(out: Path, profile: Profile, task: str, data_dir: Path, progress: bool) -> dict[str, Path]:
+    from medcf.train.classifiers import train_classifier
+
+    dirs = {}
+    for role, key in JUDGE_ROLES:
+        if role == "ctr-regressor" and task not in CTR_TASKS:
+            continue
+        j = profile.judges[key]
+        cfg = {"data": str(data_dir), "role": role, "widths": list(j["widths"]), "steps": j["steps"],
+               "batch_size": j["batch_size"], "seed": profile.seed}
+        dirs[role] = cached_stage(out / "cache", role, cfg, lambda d, resume, j=j, role=role: train_classifier(
+            data_dir, d, role=role, widths=tuple(j["widths"]), blocks=(1,) * len(j["widths"]),
+            steps=j["steps"], batch_size=j["batch_size"], val_every=0, resume=resume, progress=progress,
+            checkpoint_every=max(50, j["steps"] // 4)))
+    return dirs
+
+
+class _Timed:
+    """Wraps ``explainer.explain`` to add up its wall seconds (the metrics are not timed)."""
+
+    def __init__(self, explainer):
+        self.seconds = 0.0
+        inner = explainer.explain
+
+        def explain(x, target):
+            t0 = time.perf_counter()
+            try:
+                return inner(x, target)
+            finally:
+                self.seconds += time.perf_counter() - t0
+
+        explainer.explain = explain
+
+
+def _save_examples(row_dir: Path, examples: list, kind: str) -> None:
+    """The report's grid: inputs, counterfactuals/maps and probabilities along the path."""
+    from safetensors.torch import save_file
+
+    from medcf.explain_runner import query_record
+
+    if not examples:
+        return
+    if kind == "counterfactual":
+        tensors = {"original": torch.cat([cf.original.detach().cpu() for cf in examples]).float(),
+                   "counterfactual": torch.cat([cf.counterfactual.detach().cpu() for cf in examples]).float(),
+                   "difference": torch.cat([cf.difference.detach().cpu() for cf in examples]).float()}
+        meta = []
+        for cf in examples:
+            rec = query_record(cf, 0, name="")
+            meta.append({k: rec.get(k) for k in ("target", "target_name", "prob_original",
+                                                 "prob_counterfactual", "path_probs")})
+    else:
+        tensors = {"original": examples[0], "map": examples[1]}
+        meta = [{} for _ in range(examples[0].shape[0])]
+    save_file({k: v.contiguous() for k, v in tensors.items()}, str(row_dir / "examples.safetensors"))
+    atomic_write_text(row_dir / "examples.json", json.dumps({"kind": kind, "queries": meta}, indent=2) + "\n")
+
+
+def _counterfactual_row(name: str, task: str, summary: dict, seconds: float, train_s: float | None,
+                        lpips_note: str) -> tuple[dict, dict]:
+    n = int(summary.get("n", 0))
+    row = {"method": name, "task": task, "n_queries": n, "validity": _num(summary.get("validity")),
+           "cv_singla": _num(_get(summary, "singla_cv.cv")),
+           "oracle_validity": _num(summary.get("oracle_validity")), "fop": _num(_get(summary, "fop.fop")),
+           "fid_domain": _num(_get(summary, "fid.fid")), "lpips": _num(summary.get("lpips")),
+           "l1": _num(summary.get("l1")), "ncc": _num(_get(summary, "localization.ncc")),
+           "auroc": _num(_get(summary, "localization.auroc")),
+           "ctr_cross": _num(_get(summary, "clinical.crossed")), "cpr_change": None,
+           "sec_per_query": seconds / n if n else None,
+           "train_min": train_s / 60 if train_s is not None else None}
+    why = {"cv_singla": "no query with f(x) > 0.8 (nothing eligible)",
+           "oracle_validity": "no oracle", "fop": "the detector found no foreign object in the queries",
+           "fid_domain": "fewer than 2 valid counterfactuals",
+           "lpips": lpips_note,
+           "ncc": "undefined: the difference maps are constant (no change) or no truth region",
+           "auroc": "undefined: no truth region for this task",
+           "ctr_cross": "CTR is the class-relevant factor of cardiomegaly only" if task not in CTR_TASKS
+           else "no CTR regressor",
+           "cpr_change": CPR_MISSING if task in CPR_TASKS else "the recess is the class-relevant factor of "
+           "effusion only", "train_min": "not recorded"}
+    return row, {c: why.get(c, "not computed") for c in COLUMNS if row.get(c) is None}
+
+
+def _run_method(name: str, task: str, ctx: dict) -> tuple[dict, dict]:
+    from medcf.counterfactual.registry import METHODS
+    from medcf.explain_runner import build_explainer, evaluate_explainer
+
+    spec = METHODS[name]
+    method_dir = ctx["out"] / "methods" / name / task
+    section = dict(ctx["profile"].methods.get(name, {}))
+    t0 = time.perf_counter()
+    kw = spec.prepare(ctx["data_dir"], method_dir, classifier_dir=ctx["judges"]["classifier"], task=task,
+                      profile=section, device=ctx["device"], seed=ctx["profile"].seed, progress=ctx["progress"])
+    prepare_s = time.perf_counter() - t0
+    kw = dict(kw)
+    generator_dir = kw.pop("generator_dir")
+    t0 = time.perf_counter()
+    explainer = build_explainer(name, ctx["judges"]["classifier"], generator_dir, device=ctx["device"],
+                                progress=ctx["progress"], **kw)
+    build_s = time.perf_counter() - t0
+    recorded = stage_seconds(p for p in method_dir.iterdir()) if method_dir.is_dir() else 0.0
+    train_s = (recorded if recorded > 0 else prepare_s) + build_s
+    timer = _Timed(explainer)
+    ev = ctx["profile"].evaluate
+    summary, _rows, examples = evaluate_explainer(
+        explainer, ctx["test"], limit=ev["n_queries"], batch_size=ev["batch_size"], n_examples=ev["n_examples"],
+        fid="domain", fid_reference=ev["fid_reference"], lpips=ctx["lpips"], progress=ctx["progress"],
+        **ctx["judge_models"])
+    row, notes = _counterfactual_row(name, task, summary, timer.seconds, train_s, ctx["lpips_note"])
+    row_dir = ctx["out"] / "rows" / task / name
+    row_dir.mkdir(parents=True, exist_ok=True)
+    _save_examples(row_dir, examples, "counterfactual")
+    atomic_write_text(row_dir / "summary.json", json.dumps(summary, indent=2, default=str) + "\n")
+    return row, notes
+
+
+def _run_baseline(name: str, task: str, ctx: dict) -> tuple[dict, dict]:
+    import captum.attr  # noqa: F401  (imported before the timed calls)
+    from torch.utils.data import DataLoader, Subset
+
+    from medcf.eval.attribution import attribution_maps, map_localization
+
+    ev = ctx["profile"].evaluate
+    clf = ctx["classifier"]
+    queries = Subset(ctx["test"], range(min(ev["n_queries"], len(ctx["test"]))))
+    nccs, aurocs, seconds, kept_x, kept_a = [], [], 0.0, [], []
+    for batch in DataLoader(queries, batch_size=ev["batch_size"], shuffle=False):
+        x = batch["image"].to(ctx["device"])
+        t0 = time.perf_counter()
+        a = attribution_maps(clf, x, BASELINES[name], n_steps=int(ctx["profile"].baselines.get("ig_steps", 32)))
+        seconds += time.perf_counter() - t0
+        loc = map_localization(a, batch, task)
+        nccs.append(loc["ncc"])
+        aurocs.append(loc["auroc"])
+        if sum(k.shape[0] for k in kept_x) < ev["n_examples"]:
+            kept_x.append(x.cpu())
+            kept_a.append(a.cpu())
+    ncc, auroc = torch.cat(nccs), torch.cat(aurocs)
+    n = int(ncc.numel())
+    mean = lambda t: float(t[~t.isnan()].mean()) if (~t.isnan()).any() else None  # noqa: E731
+    row = {"method": name, "task": task, "n_queries": n, "ncc": mean(ncc), "auroc": mean(auroc),
+           "sec_per_query": seconds / n if n else None}
+    notes = {c: "an attribution map, not a counterfactual" for c in COUNTERFACTUAL_COLUMNS}
+    notes["train_min"] = "nothing to train (captum on the explained classifier)"
+    for c in ("ncc", "auroc"):
+        if row[c] is None:
+            notes[c] = "undefined: constant attribution maps or no truth region"
+    row_dir = ctx["out"] / "rows" / task / name
+    row_dir.mkdir(parents=True, exist_ok=True)
+    k = ev["n_examples"]
+    _save_examples(row_dir, [torch.cat(kept_x)[:k], torch.cat(kept_a)[:k]], "attribution")
+    return row, notes
+
+
+def _run_shortcut(out: Path, profile: Profile, device: str, progress: bool) -> str:
+    """The shortcut-detection study with the profile's ``[shortcut]`` overrides of ``ShortcutPlan``."""
+    import dataclasses
+
+    from medcf.benchmark.shortcut import ShortcutPlan, run_shortcut_study
+
+    fields = {f.name: f for f in dataclasses.fields(ShortcutPlan)}
+    table = dict(profile.as_dict().get("shortcut") or {})
+    unknown = sorted(set(table) - set(fields))
+    if unknown:
+        raise MedcfError(f"{profile.source} [shortcut]: unknown keys {unknown}; known: {sorted(fields)}")
+    plan = ShortcutPlan(**{k: tuple(tuple(x) if isinstance(x, list) else x for x in v) if isinstance(v, list)
+                           else v for k, v in table.items()}, seed=profile.seed)
+    res = run_shortcut_study(out / "shortcut", plan, device=device, progress=progress)
+    return str(res.markdown_path)
+
+
+def run_benchmark(out: str | os.PathLike, profile: Profile, *, methods: str | list[str] | None = None,
+                  tasks: list[str] | None = None, device: str = "cpu", resume: bool = False,
+                  data: str | os.PathLike | None = None, progress: bool = True, echo=print,
+                  command: str | None = None) -> list[dict]:
+    """Run the benchmark into ``out``; returns the rows of OUT/results.csv (all of them, merged).
+
+    Example:
+        >>> run_benchmark("runs/bench", load_profile("quick"), methods="latent-shift")   # doctest: +SKIP
+    """
+    from medcf.classifiers import load_classifier
+    from medcf.data import open_dataset
+
+    # 0. every check before any training
+    out = Path(out)
+    tasks = [check_task(t) for t in (tasks or profile.tasks)]
+    sel = select_methods(methods)
+    if device.startswith("cuda") and not torch.cuda.is_available():
+        raise MedcfError("--device cuda: no CUDA device is available here")
+    if device not in ("cpu", "cuda") and not device.startswith("cuda:"):
+        raise MedcfError(f"--device: expected cpu or cuda, got {device!r}")
+    if data is not None and not Path(data).is_dir():
+        raise MedcfError(f"{data}: --data folder not found")
+    state = _open_out(out, profile, resume)
+    # rows of methods named with --methods are recomputed, except when an interrupted run is resumed
+    recompute = sel.explicit and state.get("state") != "running"
+    started = time.strftime("%Y-%m-%d %H:%M:%S UTC", time.gmtime())
+    state.update({"state": "running", "profile_source": profile.source})
+    _save_state(out, state)
+    t_start, cpu_start = time.perf_counter(), _cpu_seconds()
+    lpips, lpips_note = None, "LPIPS is off in this profile"
+    if profile.evaluate.get("lpips"):
+        try:
+            from medcf.eval import LPIPS
+
+            lpips = LPIPS("alex")
+        except MedcfError as e:
+            lpips_note = "LPIPS weights not installed (medcf weights import-lpips)"
+            echo(f"LPIPS off: {e}")
+    notes: dict = {tuple(k.split("|")): v for k, v in state.get("notes", {}).items()}
+    done: dict = state.get("rows", {})
+    new_rows = []
+    studies = {}
+    for ti, task in enumerate(tasks):
+        tag = f"[{task} {ti + 1}/{len(tasks)}]"
+        if task == "shortcut":  # its own study (medcf.benchmark.shortcut): two classifiers, one table
+            studies["shortcut"] = _run_shortcut(out, profile, device, progress)
+            echo(f"{tag} shortcut study: {studies['shortcut']}")
+            continue
+        t0 = time.perf_counter()
+        data_dir = _prepare_data(out, profile, task, str(data) if data is not None else None, progress)
+        echo(f"{tag} data: {data_dir} ({time.perf_counter() - t0:.0f} s)")
+        t0 = time.perf_counter()
+        judges = _prepare_judges(out, profile, task, data_dir, progress)
+        echo(f"{tag} judges: {', '.join(judges)} ({time.perf_counter() - t0:.0f} s)")
+        judge_models = {"oracle": load_classifier(judges["oracle"], kind="oracle", device=device),
+                        "fo_detector": load_classifier(judges["fo-detector"], kind="fo-detector", device=device),
+                        "ctr_regressor": load_classifier(judges["ctr-regressor"], kind="ctr-regressor",
+                                                         device=device) if "ctr-regressor" in judges else None}
+        ctx = {"out": out, "profile": profile, "data_dir": data_dir, "judges": judges, "device": device,
+               "progress": progress, "lpips": lpips, "lpips_note": lpips_note, "judge_models": judge_models,
+               "test": open_dataset(data_dir, split="test"),
+               "classifier": load_classifier(judges["classifier"], device=device)}
+        from medcf.counterfactual.registry import METHODS
+
+        for name in sel.methods + sel.baselines:
+            if name in METHODS and task not in METHODS[name].tasks:
+                echo(f"{tag} {name}: skipped (the method has no {task} rows)")
+                continue
+            key = f"{name}|{task}"
+            row_hash = config_hash({"data": str(data_dir), "judges": {k: str(v) for k, v in judges.items()},
+                                    "method": profile.methods.get(name), "evaluate": profile.evaluate,
+                                    "baselines": profile.baselines if name in BASELINES else None,
+                                    "device": device, "lpips": lpips is not None})
+            if not recompute and done.get(key, {}).get("hash") == row_hash:
+                echo(f"{tag} {name}: done earlier, kept")
+                continue
+            t0 = time.perf_counter()
+            row, why = (_run_baseline if name in BASELINES else _run_method)(name, task, ctx)
+            notes[(name, task)] = why
+            done[key] = {"hash": row_hash, "row": row}
+            new_rows.append(row)
+            state.update({"rows": done, "notes": {"|".join(k): v for k, v in notes.items()}})
+            _save_state(out, state)
+            shown = ", ".join(f"{c} {row[c]:.3f}" for c in ("validity", "auroc", "sec_per_query")
+                              if row.get(c) is not None)
+            echo(f"{tag} {name}: {shown} ({time.perf_counter() - t0:.0f} s)")
+
+    # 5. results
+    rows = merge_rows(read_results(out / "results.csv"), [done[k]["row"] for k in done])
+    rows = [{c: r.get(c) for c in COLUMNS} for r in rows]
+    write_results_csv(out / "results.csv", rows)
+    elapsed = time.perf_counter() - t_start
+    from medcf.eval.report_md import versions
+
+    meta = {"profile": profile.name, "profile_label": profile.label, "profile_source": profile.source,
+            "seed": profile.seed, "tasks": ",".join(tasks), "device": device, "commit": _commit(),
+            "machine": machine(), "versions": versions(), "wall_s": round(elapsed, 1),
+            "cpu_s": round(_cpu_seconds() - cpu_start, 1),
+            "started": started, "finished": time.strftime("%Y-%m-%d %H:%M:%S UTC", time.gmtime()),
+            "not_benchmarked": sel.not_benchmarked, **({"studies": studies} if studies else {})}
+    if command:
+        meta["command"] = command
+    atomic_write_text(out / "results.md", results_markdown(rows, notes, meta))
+    from medcf.benchmark.report_html import write_report
+
+    write_report(out, rows, notes, meta)
+    state.update({"state": "done", "meta": meta})
+    _save_state(out, state)
+    echo(f"results: {out / 'results.csv'}, {out / 'results.md'}, {out / 'report.html'} "
+         f"({elapsed / 60:.1f} min)")
+    return rows

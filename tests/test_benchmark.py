@@ -1,0 +1,240 @@
+"""`medcf benchmark`: micro profile end to end (interrupted, resumed, re-run, one method updated),
+one-line errors before any training, the stage cache, captum baselines on closed-form models, and
+the report in a real browser (skipped without Chromium)."""
+
+from __future__ import annotations
+
+import csv
+import importlib.util
+import json
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+from types import SimpleNamespace
+
+import pytest
+import torch
+from safetensors.torch import load_file
+from torch import nn
+
+from _cli import run_cli
+from medcf.benchmark import COLUMNS, load_profile, run_benchmark
+from medcf.benchmark import runner as bench_runner
+from medcf.benchmark.cache import cached_stage, stage_record
+from medcf.benchmark.results import COUNTERFACTUAL_COLUMNS
+from medcf.benchmark.tasks import TASKS, check_task
+from medcf.data import open_dataset
+from medcf.errors import MedcfError
+from medcf.eval.attribution import attribution_maps, map_localization
+
+ROOT = Path(__file__).resolve().parents[1]
+METHOD_ROWS = {"latent-shift", "latent-probe"}
+BASELINE_ROWS = {"baseline-saliency", "baseline-ig", "baseline-gradcam"}
+# the methods this test is about (other methods' prepare hooks bring their own tests and sizes)
+METHODS = "latent-shift,latent-probe,baseline-saliency,baseline-ig,baseline-gradcam"
+
+
+def read_csv(path: Path) -> tuple[list[str], list[dict]]:
+    with path.open(newline="") as f:
+        r = csv.DictReader(f)
+        return list(r.fieldnames or []), list(r)
+
+
+@pytest.fixture(scope="module")
+def micro(tmp_path_factory):
+    """The micro profile, interrupted after the first method, then resumed (API)."""
+    out = tmp_path_factory.mktemp("bench") / "micro"
+    profile = load_profile("micro")
+    calls = []
+    real = bench_runner._run_baseline
+
+    def crash(name, task, ctx):
+        calls.append(name)
+        raise KeyboardInterrupt  # as Ctrl-C in the middle of the run
+
+    bench_runner._run_baseline = crash
+    try:
+        with pytest.raises(KeyboardInterrupt):
+            run_benchmark(out, profile, methods=METHODS, progress=False, echo=lambda s: None)
+    finally:
+        bench_runner._run_baseline = real
+    interrupted = json.loads((out / "benchmark.json").read_text())
+    with pytest.raises(MedcfError, match="interrupted benchmark; pass --resume"):
+        run_benchmark(out, profile, methods=METHODS, progress=False, echo=lambda s: None)
+    lines: list[str] = []
+    run_benchmark(out, profile, methods=METHODS, progress=False, resume=True, echo=lines.append)
+    return SimpleNamespace(out=out, profile=profile, interrupted=interrupted, resume_log=lines, crashed=calls)
+
+
+def test_resume_continues_where_it_stopped(micro):
+    assert micro.crashed == ["baseline-saliency"]
+    assert micro.interrupted["state"] == "running"
+    done_before = set(k.split("|")[0] for k in micro.interrupted["rows"])
+    assert done_before == METHOD_ROWS  # both methods finished before the interruption
+    kept = [s for s in micro.resume_log if "done earlier, kept" in s]
+    assert {s.split("] ")[1].split(":")[0] for s in kept} == METHOD_ROWS
+    assert json.loads((micro.out / "benchmark.json").read_text())["state"] == "done"
+
+
+def test_results_csv_columns_and_rows(micro):
+    header, rows = read_csv(micro.out / "results.csv")
+    assert tuple(header) == COLUMNS
+    assert {r["method"] for r in rows} == METHOD_ROWS | BASELINE_ROWS
+    n = micro.profile.evaluate["n_queries"]
+    for r in rows:
+        assert r["task"] == "cardiomegaly" and int(r["n_queries"]) == n
+        assert r["cpr_change"] == ""  # effusion-only metric
+        assert float(r["sec_per_query"]) > 0
+        for c in ("validity", "oracle_validity", "fop", "ncc", "auroc", "ctr_cross", "cv_singla"):
+            if r[c] != "":
+                v = float(r[c])
+                assert (-1 <= v <= 1) if c == "ncc" else (0 <= v <= 1), (r["method"], c, v)
+        if r["method"] in BASELINE_ROWS:
+            assert all(r[c] == "" for c in COUNTERFACTUAL_COLUMNS) and r["train_min"] == ""
+            assert r["auroc"] != ""  # the heart-border band is known for every query
+        else:
+            assert r["validity"] != "" and r["l1"] != "" and float(r["train_min"]) > 0
+            assert r["ctr_cross"] != ""  # cardiomegaly: CTR regressor trained
+
+
+def test_every_method_explains_the_same_queries(micro):
+    test = open_dataset(next((micro.out / "cache").glob("data-cardiomegaly-*")), split="test")
+    k = micro.profile.evaluate["n_examples"]
+    first = torch.stack([test[i]["image"] for i in range(k)])
+    for m in METHOD_ROWS | BASELINE_ROWS:
+        ex = load_file(str(micro.out / "rows" / "cardiomegaly" / m / "examples.safetensors"))
+        assert torch.equal(ex["original"][:k], first), m
+
+
+def test_results_md_and_report(micro):
+    md = (micro.out / "results.md").read_text()
+    assert "micro-profile figures" in md and "an attribution map, not a counterfactual" in md
+    assert "commit" in md and "machine" in md and "seed" in md
+    assert "no prepare hook" in md or "Not benchmarked" not in md  # methods left out are named
+    html = (micro.out / "report.html").read_text()
+    assert "data:image/png;base64," in html and "<svg" in html and "<script" in html
+    assert "http://" not in html and "https://" not in html  # self-contained
+
+
+def test_methods_updates_only_its_rows(micro, capsys):
+    before = read_csv(micro.out / "results.csv")[1]
+    code, out, err = run_cli(capsys, "benchmark", "--profile", "micro", "--out", micro.out,
+                             "--methods", "baseline-gradcam", "--no-progress")
+    assert code == 0, err
+    assert "baseline-gradcam: auroc" in out and "latent-shift" not in out
+    after = read_csv(micro.out / "results.csv")[1]
+    assert [r["method"] for r in after] == [r["method"] for r in before]
+    same = lambda r: {k: v for k, v in r.items() if k != "sec_per_query"}  # noqa: E731
+    assert [same(r) for r in after] == [same(r) for r in before]  # deterministic maps, same queries
+
+
+@pytest.mark.parametrize("args, message", [
+    (("--methods", "latent-shfit"), "--methods: unknown method 'latent-shfit'"),
+    (("--task", "pneumonia"), "--task: unknown task 'pneumonia'"),
+    (("--profile", "huge"), "--profile: unknown profile 'huge'"),
+    (("--device", "tpu"), "--device: expected cpu or cuda"),
+])
+def test_bad_input_is_one_line_before_training(tmp_path, capsys, args, message):
+    out = tmp_path / "b"
+    code, stdout, err = run_cli(capsys, "benchmark", "--profile", "micro", "--out", out, *args)
+    assert code == 2 and message in err and len(err.strip().splitlines()) == 1, err
+    assert not (out / "cache").exists()  # nothing trained
+
+
+def test_method_without_prepare_hook_is_refused_and_listed(tmp_path, capsys):
+    from medcf.counterfactual.registry import METHODS
+
+    no_hook = sorted(m for m, s in METHODS.items() if s.prepare is None)
+    if not no_hook:
+        pytest.skip("every method of the table has a prepare hook")
+    code, _, err = run_cli(capsys, "benchmark", "--profile", "micro", "--out", tmp_path / "b",
+                           "--methods", no_hook[0])
+    assert code == 2 and "not benchmarked" in err
+    assert set(bench_runner.select_methods(None).not_benchmarked) == set(no_hook)
+
+
+def test_tasks_list_and_unavailable_task():
+    assert TASKS == ("cardiomegaly", "opacity", "effusion", "shortcut")
+    assert check_task("opacity") == "opacity"
+    if importlib.util.find_spec("medcf.benchmark.shortcut") is None:
+        with pytest.raises(MedcfError, match="--task shortcut: not available"):
+            check_task("shortcut")
+
+
+def test_cached_stage_skips_finished_and_restarts_partial(tmp_path):
+    runs = []
+
+    def run(d, resume):
+        runs.append((d.name, resume))
+        (d / "out.txt").write_text("x")
+
+    a = cached_stage(tmp_path, "s", {"k": 1}, run)
+    assert cached_stage(tmp_path, "s", {"k": 1}, run) == a and len(runs) == 1  # finished: skipped
+    b = cached_stage(tmp_path, "s", {"k": 2}, run)
+    assert b != a and len(runs) == 2  # another config: another folder
+    (b / "benchmark-stage.json").write_text(json.dumps({"done": False, "seconds": 5.0}))
+    (b / "stray").write_text("partial")
+    cached_stage(tmp_path, "s", {"k": 2}, run)
+    assert runs[-1] == (b.name, False) and not (b / "stray").exists()  # no checkpoint: restarted clean
+    assert stage_record(b)["seconds"] >= 5.0  # wall time adds up over attempts
+    (b / "benchmark-stage.json").write_text(json.dumps({"done": False}))
+    (b / "train_state.pt").write_bytes(b"")
+    cached_stage(tmp_path, "s", {"k": 2}, run)
+    assert runs[-1] == (b.name, True)  # a checkpoint: resumed
+
+
+class _Linear(nn.Module):
+    """logits = W @ vec(conv1x1(x)) with the 1x1 conv the identity: closed-form gradients."""
+
+    def __init__(self, w: torch.Tensor):  # w [K, H*W]
+        super().__init__()
+        self.conv = nn.Conv2d(1, 1, 1, bias=False)
+        self.fc = nn.Linear(w.shape[1], w.shape[0], bias=False)
+        with torch.no_grad():
+            self.conv.weight.fill_(1.0)
+            self.fc.weight.copy_(w)
+
+    def forward(self, x):
+        return self.fc(self.conv(x).flatten(1))
+
+
+def test_captum_baselines_closed_form():
+    g = torch.Generator().manual_seed(0)
+    w = torch.randn(2, 36, generator=g)
+    model = _Linear(w)
+    x = torch.rand(3, 1, 6, 6, generator=g) * 2 - 1
+    t = torch.tensor([0, 1, 1])
+    sal = attribution_maps(model, x, "saliency", target=t)
+    assert torch.allclose(sal, w[t].abs().view(3, 1, 6, 6), atol=1e-6)  # |d logit_t / dx|
+    ig = attribution_maps(model, x, "ig", target=t, n_steps=8)
+    assert torch.allclose(ig, (x + 1) * w[t].view(3, 1, 6, 6), atol=1e-5)  # linear: exact from -1
+    cam = attribution_maps(model, x, "gradcam", target=t)
+    # one channel: weight = mean gradient of logit_t over the map; cam = ReLU(weight * activation)
+    expected = torch.relu(w[t].mean(1).view(3, 1, 1, 1) * x)
+    assert torch.allclose(cam, expected, atol=1e-5)
+    default = attribution_maps(model, x, "saliency")  # default target: the decision
+    assert torch.allclose(default, w[model(x).argmax(1)].abs().view(3, 1, 6, 6), atol=1e-6)
+
+
+def test_map_localization_perfect_map():
+    mask = torch.zeros(2, 1, 8, 8)
+    mask[:, :, 2:5, 3:6] = 1
+    scores = map_localization(mask * 3.0, {"region": mask}, None)
+    assert torch.allclose(scores["ncc"], torch.ones(2)) and torch.allclose(scores["auroc"], torch.ones(2))
+
+
+@pytest.mark.skipif(shutil.which("chromium") is None and shutil.which("chromium-browser") is None,
+                    reason="Chromium is not installed (apt-get install chromium)")
+def test_report_renders_in_chromium(micro, tmp_path):
+    png = tmp_path / "report.png"
+    res = subprocess.run([sys.executable, str(ROOT / "benchmarks" / "render_report.py"),
+                          str(micro.out / "report.html"), str(png), "--height", "900"],
+                         capture_output=True, text=True, timeout=240)
+    assert res.returncode == 0, res.stderr
+    from PIL import Image
+
+    img = Image.open(png).convert("L")
+    assert img.size == (1400, 900)
+    lo, hi = img.getextrema()
+    assert hi - lo > 100  # drawn content, not a blank page
