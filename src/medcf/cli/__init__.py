@@ -20,7 +20,17 @@ import sys
 
 import typer
 
-from medcf.cli import convert, data, data_inspect, explain, generate, info, train, weights
+from medcf.cli import (
+    benchmark,
+    convert,
+    data,
+    data_inspect,
+    explain,
+    generate,
+    info,
+    train,
+    weights,
+)
 from medcf.errors import MedcfError
 
 app = typer.Typer(
@@ -38,6 +48,7 @@ app.add_typer(weights.app, name="weights")
 info.register(app)
 explain.register(app)
 generate.register(app)
+benchmark.register(app)
 
 
 @app.callback()
