@@ -21,6 +21,7 @@ from __future__ import annotations
 from collections.abc import Callable
 from dataclasses import dataclass
 
+from medcf.benchmark.backbones import prepare_latent_probe, prepare_latent_shift
 from medcf.counterfactual import cyclegan, diffusion, gvr, icam, latent_probe, latent_shift, vagan
 from medcf.train.cyclegan import prepare_cyclegan
 from medcf.train.icam import prepare_icam
@@ -50,11 +51,13 @@ METHODS: dict[str, MethodSpec] = {
     "latent-shift": MethodSpec(
         latent_shift.build, (),
         "an 'ae' or 'vae' run (medcf train vae)",
-        config_class=latent_shift.LatentShiftConfig),
+        config_class=latent_shift.LatentShiftConfig,
+        prepare=prepare_latent_shift),
     "latent-probe": MethodSpec(
         latent_probe.build, ("encoder", "probe_dir", "fit_samples", "seed", "project_steps", "max_steps"),
         "a 'stylegan2' run (medcf train stylegan2), optionally --encoder (medcf train encoder)",
-        config_class=latent_probe.LatentProbeConfig),
+        config_class=latent_probe.LatentProbeConfig,
+        prepare=prepare_latent_probe),
     "gvr": MethodSpec(
         gvr.build, ("encoder",),
         "a 'dcgan-generator' run (medcf train gan) with --encoder (medcf train gan-encoder), or a "
