@@ -241,8 +241,8 @@ def build_gvr(classifier_dir: str | os.PathLike, generator_dir: str | os.PathLik
         G = load_dcgan_generator(header["path"], device=device)
         E = GANEncoder.load(enc_header["path"], device=device)
     else:
-        from medcf.encoders.generator_io import load_stylegan2_generator
         from medcf.encoders.stylegan_encoder import StyleGANEncoder
+        from medcf.generators.stylegan2.loading import load_stylegan2_generator
 
         G = load_stylegan2_generator(header["path"], device=device)
         E = StyleGANEncoder.load(enc_header["path"], device=device)

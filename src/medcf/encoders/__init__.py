@@ -6,6 +6,7 @@ Example:
     >>> res = proj.project(x, init=StyleGANEncoder.load("runs/encoder")(x))  # doctest: +SKIP
 """
 
+from medcf.encoders.gan_encoder import GANEncoder, GANEncoderConfig, load_gan_encoder
 from medcf.encoders.projector import (
     ProjectionResult,
     Projector,
@@ -23,6 +24,8 @@ from medcf.generators.fingerprint import generator_fingerprint
 from medcf.generators.stylegan2.loading import load_stylegan2_generator
 
 __all__ = [
+    "GANEncoder",
+    "GANEncoderConfig",
     "ProjectionResult",
     "Projector",
     "ProjectorConfig",
@@ -30,6 +33,7 @@ __all__ = [
     "StyleGANEncoder",
     "StyleGANEncoderConfig",
     "generator_fingerprint",
+    "load_gan_encoder",
     "load_latents",
     "load_stylegan2_generator",
     "load_stylegan_encoder",

@@ -26,9 +26,9 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from medcf.encoders.generator_io import generator_fingerprint
 from medcf.errors import CheckpointError
 from medcf.generators.dcgan import DCGANConfig, DCGANGenerator  # noqa: F401  (docstring example)
+from medcf.generators.fingerprint import generator_fingerprint
 from medcf.io import SavableModule
 from medcf.types import check_images
 
