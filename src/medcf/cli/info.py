@@ -32,12 +32,16 @@ def describe_checkpoint(path: str | Path) -> dict:
             facts[key] = meta[key]
     for key, value in meta.items():
         facts.setdefault(key, value)
-    from medcf.io import WEIGHTS_NAME, read_weights_header
+    from medcf.io import read_weights_header
 
-    weights = read_weights_header(Path(header["path"]) / WEIGHTS_NAME)  # one-line error if truncated/corrupt
-    facts.setdefault("tensors", len(weights.tensors))
-    facts.setdefault("parameters", weights.parameters)
-    facts.setdefault("weights_bytes", weights.file_bytes)
+    # every weights file of the model (model.safetensors, or e.g. diffusers' file name):
+    # a truncated or corrupt one is a one-line error here
+    files = sorted(Path(header["path"]).glob("*.safetensors"))
+    specs = [read_weights_header(f) for f in files]
+    facts.setdefault("weights", ", ".join(f.name for f in files) or "none found")
+    facts.setdefault("tensors", sum(len(w.tensors) for w in specs))
+    facts.setdefault("parameters", sum(w.parameters for w in specs))
+    facts.setdefault("weights_bytes", sum(w.file_bytes for w in specs))
     return facts
 
 
