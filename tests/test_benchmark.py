@@ -238,3 +238,12 @@ def test_report_renders_in_chromium(micro, tmp_path):
     assert img.size == (1400, 900)
     lo, hi = img.getextrema()
     assert hi - lo > 100  # drawn content, not a blank page
+
+
+def test_data_of_another_task_is_refused_before_training(micro, tmp_path, capsys):
+    data = next((micro.out / "cache").glob("data-cardiomegaly-*"))
+    out = tmp_path / "b"
+    code, _, err = run_cli(capsys, "benchmark", "--profile", "micro", "--out", out, "--data", data,
+                           "--task", "opacity")
+    assert code == 2 and "holds the cardiomegaly task, not opacity" in err
+    assert not out.exists()

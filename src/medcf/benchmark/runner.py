@@ -162,12 +162,23 @@ def _save_state(out: Path, state: dict) -> None:
     atomic_write_text(out / STATE_FILE, json.dumps(state, indent=2, default=str) + "\n")
 
 
+def _user_data(data: str | os.PathLike, task: str) -> Path:
+    """``--data`` for ``task``: DATA/TASK when that folder exists, else DATA; its task must match."""
+    from medcf.data import open_dataset
+    from medcf.explain_runner import dataset_task
+
+    p = Path(data) / task if (Path(data) / task).is_dir() else Path(data)
+    found = dataset_task(open_dataset(p, split="test"))
+    if found is not None and found != task:
+        raise MedcfError(f"{p}: --data holds the {found} task, not {task}; pass --task {found}")
+    return p
+
+
 def _prepare_data(out: Path, profile: Profile, task: str, data: str | None, progress: bool) -> Path:
     from medcf.data import SynthConfig, write_synthetic
 
     if data is not None:
-        p = Path(data) / task if (Path(data) / task).is_dir() else Path(data)
-        return p
+        return _user_data(data, task)
     cfg = {"task": task, "resolution": profile.data["resolution"], "n": profile.data["n"],
            "seed": profile.seed}
     return cached_stage(out / "cache", f"data-{task}", cfg, lambda d, resume: write_synthetic(
@@ -366,8 +377,12 @@ def run_benchmark(out: str | os.PathLike, profile: Profile, *, methods: str | li
         raise MedcfError("--device cuda: no CUDA device is available here")
     if device not in ("cpu", "cuda") and not device.startswith("cuda:"):
         raise MedcfError(f"--device: expected cpu or cuda, got {device!r}")
-    if data is not None and not Path(data).is_dir():
-        raise MedcfError(f"{data}: --data folder not found")
+    if data is not None:
+        if not Path(data).is_dir():
+            raise MedcfError(f"{data}: --data folder not found")
+        for t in tasks:
+            if t != "shortcut":
+                _user_data(data, t)
     state = _open_out(out, profile, resume)
     # rows of methods named with --methods are recomputed, except when an interrupted run is resumed
     recompute = sel.explicit and state.get("state") != "running"
