@@ -653,7 +653,7 @@ def test_describe_and_inspect_command(tmp_path):
     def _group() -> None:  # keep "inspect" a subcommand, as under `medcf data`
         pass
 
-    out = CliRunner().invoke(app, ["inspect", str(root), "--json", "--resolution", "4"])
+    out = CliRunner().invoke(app, ["inspect", str(root), "--json", "--resolution", "4", "--no-progress"])
     assert out.exit_code == 0, out.output
     got = json.loads(out.output)
     assert got["resolution"] == 4 and got["class_names"] == ["normal", "pneumonia"]

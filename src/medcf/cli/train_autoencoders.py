@@ -6,16 +6,30 @@ from pathlib import Path
 
 import typer
 
+from medcf.cli._train_options import (
+    CHECKPOINT_EVERY,
+    FIT,
+    OVERWRITE,
+    SPLIT,
+    SPLIT_SEED,
+    data_path,
+    prepare_out,
+)
+
 
 def _train(kind: str, data: Path, out: Path, steps: int, batch_size: int, lr: float, latent_dim: int | None,
            latent_size: int, kl_weight: float, perceptual: float, ema_decay: float, seed: int, resolution: int | None,
-           resume: bool, progress: bool) -> None:
+           resume: bool, progress: bool, *, split: str | None = None, split_seed: int = 0, fit: str = "pad",
+           checkpoint_every: int = 500, overwrite: bool = False) -> None:
     from medcf.train.autoencoders import train_autoencoder
 
-    res = train_autoencoder(data, out, kind=kind, steps=steps, batch_size=batch_size, lr=lr,
+    source = data_path(data, split, split_seed, fit)
+    prepare_out(out, overwrite=overwrite, resume=resume)
+    res = train_autoencoder(source, out, kind=kind, steps=steps, batch_size=batch_size, lr=lr,
                             latent_dim=latent_dim, latent_size=latent_size, kl_weight=kl_weight, perceptual=perceptual,
                             ema_decay=ema_decay if ema_decay > 0 else None, seed=seed,
-                            resolution=resolution, resume=resume, progress=progress)
+                            resolution=resolution, resume=resume, progress=progress,
+                            checkpoint_every=checkpoint_every)
     figures = ", ".join(f"{k} {v:.4g}" for k, v in res.val.items() if isinstance(v, float))
     typer.echo(f"{kind}: {res.model_dir} ({res.wall_s:.0f} s{'; val ' + figures if figures else ''})")
 
@@ -39,9 +53,15 @@ def register(app: typer.Typer) -> None:
             resolution: int | None = typer.Option(None, "--resolution", help="Resize images to this size."),
             resume: bool = typer.Option(False, "--resume", help="Continue the run in --out exactly."),
             progress: bool = typer.Option(True, "--progress/--no-progress", help="Show a progress bar."),
+            split: str = SPLIT,
+            split_seed: int = SPLIT_SEED,
+            fit: str = FIT,
+            checkpoint_every: int = CHECKPOINT_EVERY,
+            overwrite: bool = OVERWRITE,
         ) -> None:
             _train(kind, data, out, steps, batch_size, lr, latent_dim, latent_size, kl_weight, perceptual, ema_decay,
-                   seed, resolution, resume, progress)
+                   seed, resolution, resume, progress, split=split, split_seed=split_seed, fit=fit,
+                   checkpoint_every=checkpoint_every, overwrite=overwrite)
 
         command.__doc__ = (f"Train {title} (kind '{kind}') for Latent Shift.\n\n"
                            f"Example:  medcf train {kind} --data data/synth64 --out runs/{kind} --steps 1500")

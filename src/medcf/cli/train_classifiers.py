@@ -8,7 +8,15 @@ from pathlib import Path
 
 import typer
 
-from medcf.errors import DataError
+from medcf.cli._train_options import (
+    CHECKPOINT_EVERY,
+    FIT,
+    OVERWRITE,
+    SPLIT,
+    SPLIT_SEED,
+    data_path,
+    prepare_out,
+)
 
 _HELP = {
     "classifier": ("Train the classifier to explain (ResNet, cross-entropy on the label).",
@@ -52,15 +60,21 @@ def _make_command(role: str):
         device: str = typer.Option("auto", "--device", help="auto (the engine's choice: a GPU "
                                    "when visible), cpu or cuda."),
         as_json: bool = typer.Option(False, "--json", help="Print the test figures as JSON."),
+        split: str = SPLIT,
+        split_seed: int = SPLIT_SEED,
+        fit: str = FIT,
+        checkpoint_every: int = CHECKPOINT_EVERY,
+        overwrite: bool = OVERWRITE,
     ) -> None:
         from medcf.train.classifiers import train_classifier
 
-        if not data.exists():
-            raise DataError(f"{data}: --data not found")
+        source = data_path(data, split, split_seed, fit)
+        prepare_out(out, overwrite=overwrite, resume=resume)
         if device == "cpu":  # accelerate reads this when the engine creates its Accelerator
             os.environ["ACCELERATE_USE_CPU"] = "1"
-        result = train_classifier(data, out, role=role, steps=steps, batch_size=batch_size, lr=lr,
-                                  seed=seed, resolution=resolution, resume=resume, device=device)
+        result = train_classifier(source, out, role=role, steps=steps, batch_size=batch_size, lr=lr,
+                                  seed=seed, resolution=resolution, resume=resume, device=device,
+                                  checkpoint_every=checkpoint_every)
         if as_json:
             typer.echo(json.dumps({"model_dir": str(result.model_dir), "role": role,
                                    "test": result.test, "wall_s": result.wall_s}, indent=2))

@@ -11,7 +11,7 @@ Example:
 """
 
 from medcf.data.dicom import DicomDataset, load_dicom
-from medcf.data.dispatch import open_dataset
+from medcf.data.dispatch import DataOptions, open_dataset
 from medcf.data.folders import CSVDataset, FileListDataset, ImageFolderDataset
 from medcf.data.images import UnreadableFileError, load_image
 from medcf.data.medmnist import MedMNISTDataset
@@ -26,6 +26,7 @@ from medcf.data.synthetic_folder import SyntheticFolderDataset
 from medcf.data.synthetic_writer import write_synthetic
 
 __all__ = [
+    "DataOptions",
     "CLASS_NAMES",
     "CSVDataset",
     "DicomDataset",

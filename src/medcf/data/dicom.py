@@ -155,7 +155,7 @@ def _to_unit(ds, raw: np.ndarray, path: Path, pydicom) -> np.ndarray:  # -> [H, 
 
 
 def load_dicom(path: str | os.PathLike, resolution: int | None = None,
-               channels: int | None = None) -> Tensor:
+               channels: int | None = None, fit: str = "pad") -> Tensor:
     """One DICOM file as float32 ``[C, H, W]`` in ``[-1, 1]`` (windowed, see module doc).
 
     Example:
@@ -166,7 +166,7 @@ def load_dicom(path: str | os.PathLike, resolution: int | None = None,
     path = Path(path)
     if not path.is_file():
         raise DataError(f"{path}: DICOM file not found")
-    return pixels_to_tensor(read_dicom_pixels(path), resolution, channels)
+    return pixels_to_tensor(read_dicom_pixels(path), resolution, channels, fit)
 
 
 class DicomDataset(FileListDataset):
@@ -184,7 +184,7 @@ class DicomDataset(FileListDataset):
                  path_column: str = "path", label_column: str = "label",
                  class_names: Sequence[str] | None = None, split: str | None = None,
                  resolution: int | None = None, channels: int | None = None,
-                 skip_unreadable: bool = False):
+                 skip_unreadable: bool = False, fit: str = "pad"):
         path = Path(path)
         _pydicom(path)  # fail early with the install hint
         if labels is not None:
@@ -202,4 +202,4 @@ class DicomDataset(FileListDataset):
         else:
             raise DataError(f"{path}: DICOM file or folder not found")
         super().__init__(files, lab, names, resolution=resolution, channels=channels,
-                         skip_unreadable=skip_unreadable, source=source)
+                         skip_unreadable=skip_unreadable, source=source, fit=fit)

@@ -24,6 +24,7 @@ from __future__ import annotations
 import logging
 import os
 from collections.abc import Sequence
+from dataclasses import dataclass
 from pathlib import Path
 
 from torch.utils.data import Dataset
@@ -33,10 +34,11 @@ from medcf.data.folders import (
     CSVDataset,
     FileListDataset,
     ImageFolderDataset,
+    check_fractions,
     list_image_files,
     subfolders,
 )
-from medcf.data.images import IMAGE_EXTENSIONS, is_dicom_file, is_image_file
+from medcf.data.images import IMAGE_EXTENSIONS, check_fit, is_dicom_file, is_image_file
 from medcf.data.medmnist import MedMNISTDataset, missing_file_message
 from medcf.data.synthetic_folder import SyntheticFolderDataset, is_synthetic_folder
 from medcf.errors import DataError
@@ -46,11 +48,41 @@ log = logging.getLogger(__name__)
 SPLITS = ("train", "val", "test")
 
 
+@dataclass(frozen=True)
+class DataOptions:
+    """A data path plus how to read it, usable wherever a data path is (``os.PathLike``).
+
+    Training recipes pass their ``data`` to ``open_dataset``; wrapping the path carries
+    the options through unchanged, and ``str()`` (what runs record as their data) names them.
+
+    Example:
+        >>> train_classifier(DataOptions("chest/", split_fractions=(0.8, 0.1, 0.1)), "runs/clf")  # doctest: +SKIP
+    """
+
+    path: str
+    split_fractions: tuple[float, ...] | None = None  # (train, val, test) for plain class folders
+    split_seed: int = 0
+    fit: str = "pad"                                  # pad | crop | squash for non-square images
+
+    def __fspath__(self) -> str:
+        return str(self.path)
+
+    def __str__(self) -> str:
+        extra = []
+        if self.split_fractions is not None:
+            extra.append(f"split {','.join(f'{f:g}' for f in self.split_fractions)} by class, "
+                         f"seed {self.split_seed}")
+        if self.fit != "pad":
+            extra.append(f"fit {self.fit}")
+        return f"{self.path} ({'; '.join(extra)})" if extra else str(self.path)
+
+
 def open_dataset(path: str | os.PathLike, *, split: str | None = None,
                  resolution: int | None = None, channels: int | None = None,
                  skip_unreadable: bool = False, path_column: str = "path",
                  label_column: str = "label", class_names: Sequence[str] | None = None,
-                 label_index: int | None = None) -> Dataset:
+                 label_index: int | None = None, fit: str | None = None,
+                 split_fractions: Sequence[float] | None = None, split_seed: int | None = None) -> Dataset:
     """Open on-disk data as a map-style dataset of sample dicts (see module table).
 
     Args:
@@ -65,6 +97,10 @@ def open_dataset(path: str | os.PathLike, *, split: str | None = None,
         path_column, label_column, class_names: CSV options (``class_names`` also
             overrides class-folder and MedMNIST names).
         label_index: MedMNIST multi-label files: the finding used as binary label.
+        fit: "pad" (default), "crop" or "squash": how non-square images become R x R.
+        split_fractions, split_seed: class folders without split folders: (train, val,
+            test) fractions, split per class with the seed (see ``ImageFolderDataset``).
+            A ``DataOptions`` path carries these three; explicit arguments win.
 
     Every dataset has ``class_names``, ``channels``, ``resolution``, ``skipped``.
 
@@ -73,6 +109,13 @@ def open_dataset(path: str | os.PathLike, *, split: str | None = None,
         >>> ds[0]["image"].shape, ds.class_names                        # doctest: +SKIP
         (torch.Size([1, 64, 64]), ('normal', 'pneumonia'))
     """
+    if isinstance(path, DataOptions):
+        fit = path.fit if fit is None else fit
+        split_fractions = path.split_fractions if split_fractions is None else split_fractions
+        split_seed = path.split_seed if split_seed is None else split_seed
+        path = path.path
+    fit = "pad" if fit is None else fit
+    check_fit(fit, where=str(path))
     p = Path(path)
     if split is not None and split not in SPLITS:
         raise DataError(f"{p}: unknown split {split!r}; choose one of {', '.join(SPLITS)}")
@@ -83,8 +126,10 @@ def open_dataset(path: str | os.PathLike, *, split: str | None = None,
             raise DataError(missing_file_message(p))
         raise DataError(f"{p}: no such file or folder")
 
+    files_opts = dict(common, fit=fit)  # readers of image files
+    fractions = check_fractions(split_fractions, where=str(p))
     ds = _open(p, split, common, skip_unreadable, path_column, label_column, class_names,
-               label_index, csv_opts)
+               label_index, csv_opts, files_opts, fractions, split_seed or 0)
     log.info("opened %s as %s (%d items)", p, type(ds).__name__, len(ds))
     return ds
 
@@ -136,7 +181,10 @@ def _no_option(p: Path, flag: bool, option: str, what: str) -> None:
 
 
 def _open(p: Path, split, common, skip, path_column, label_column, class_names, label_index,
-          csv_opts) -> Dataset:
+          csv_opts, files_opts, fractions, seed) -> Dataset:
+    if fractions is not None and not (p.is_dir() and not is_synthetic_folder(p) and subfolders(p)):
+        raise DataError(f"{p}: split fractions (--split {','.join(f'{f:g}' for f in fractions)}) apply to "
+                        "class folders only; synthetic folders, CSVs and .npz files carry their splits")
     if p.is_dir():
         _no_option(p, label_index is not None, "label_index", "a folder")
         if is_synthetic_folder(p):
@@ -148,16 +196,16 @@ def _open(p: Path, split, common, skip, path_column, label_column, class_names, 
             loose = [f for f in p.iterdir() if f.is_file() and is_image_file(f)]
             if loose:
                 log.warning("%s: %d image file(s) beside the class folders are ignored", p, len(loose))
-            return ImageFolderDataset(p, split=split, skip_unreadable=skip,
-                                      class_names=class_names, **common)
+            return ImageFolderDataset(p, split=split, skip_unreadable=skip, class_names=class_names,
+                                      split_fractions=fractions, split_seed=seed, **files_opts)
         files = list_image_files(p)
         if not files:
             raise DataError(f"{p}: no images, class subfolders or dataset.json in folder")
         _no_split(p, split, "a folder without split subfolders")
         _no_option(p, class_names is not None, "class_names", "an unlabelled folder")
         if all(is_dicom_file(f) for f in files):
-            return DicomDataset(p, skip_unreadable=skip, **common)
-        return FileListDataset(files, None, (), skip_unreadable=skip, source=p, **common)
+            return DicomDataset(p, skip_unreadable=skip, **files_opts)
+        return FileListDataset(files, None, (), skip_unreadable=skip, source=p, **files_opts)
 
     suffix = p.suffix.lower()
     if suffix == ".npz":
@@ -167,17 +215,17 @@ def _open(p: Path, split, common, skip, path_column, label_column, class_names, 
     _no_option(p, label_index is not None, "label_index", "anything but a MedMNIST .npz")
     if suffix == ".csv":
         return CSVDataset(p, split=split, path_column=path_column, label_column=label_column,
-                                 class_names=class_names, skip_unreadable=skip, **common)
+                                 class_names=class_names, skip_unreadable=skip, **files_opts)
     if p.name == "dataset.json" and is_synthetic_folder(p.parent):
         return _open(p.parent, split, common, skip, path_column, label_column, class_names,
-                     label_index, csv_opts)
+                     label_index, csv_opts, files_opts, fractions, seed)
     _no_option(p, csv_opts or class_names is not None, "path/label column or class_names",
                "a single image")
     if is_dicom_file(p):
         _no_split(p, split, "a single DICOM file")
-        return DicomDataset(p, skip_unreadable=skip, **common)
+        return DicomDataset(p, skip_unreadable=skip, **files_opts)
     if suffix in IMAGE_EXTENSIONS:
         _no_split(p, split, "a single image")
-        return FileListDataset([p], None, (), skip_unreadable=skip, source=p, **common)
+        return FileListDataset([p], None, (), skip_unreadable=skip, source=p, **files_opts)
     raise DataError(f"{p}: unknown data type; expected a folder, .csv, .npz, DICOM or image "
                     f"file ({', '.join(IMAGE_EXTENSIONS)})")

@@ -34,6 +34,7 @@ from torch.utils.data import Dataset
 
 from medcf.data.images import (
     check_channels,
+    check_fit,
     check_resolution,
     is_image_file,
     pixels_to_tensor,
@@ -70,9 +71,11 @@ class FileListDataset(Dataset):
     def __init__(self, files: Sequence[str | os.PathLike], labels: Sequence[int] | None = None,
                  class_names: Sequence[str] = (), *, resolution: int | None = None,
                  channels: int | None = None, skip_unreadable: bool = False,
-                 source: str | os.PathLike | None = None):
+                 source: str | os.PathLike | None = None, fit: str = "pad"):
         self.source = str(source) if source is not None else "file list"
         check_resolution(resolution, where=self.source)
+        check_fit(fit, where=self.source)
+        self.fit = fit
         check_channels(channels, where=self.source)
         files = [Path(f) for f in files]
         if labels is not None and len(labels) != len(files):
@@ -113,8 +116,8 @@ class FileListDataset(Dataset):
         self._native_size: tuple[int, int] | None = None
         if resolution is None:
             if h != w:
-                raise DataError(f"{self.files[0]}: image is {w}x{h} (not square); "
-                                "pass resolution=N to resize images to N x N")
+                raise DataError(f"{self.files[0]}: image is {w}x{h} (not square); pass --resolution N "
+                                "(resolution=N) to fit images to N x N (--fit pad|crop|squash)")
             self._native_size = (h, w)
             resolution = h
         self.resolution: int = resolution
@@ -131,7 +134,7 @@ class FileListDataset(Dataset):
             h0, w0 = self._native_size
             raise DataError(f"{path}: image is {arr.shape[1]}x{arr.shape[0]} but {self.files[0].name} "
                             f"is {w0}x{h0}; images differ in size, pass resolution=N to resize them")
-        return pixels_to_tensor(arr, self.resolution, self.channels)
+        return pixels_to_tensor(arr, self.resolution, self.channels, self.fit)
 
     def __getitem__(self, i: int) -> dict[str, torch.Tensor]:
         if i < 0:
@@ -177,20 +180,29 @@ def subfolders(folder: Path) -> list[Path]:
 class ImageFolderDataset(FileListDataset):
     """``root/<class name>/**/<image>``; ``class_names`` are the sorted subfolder names.
 
-    With ``split="train"`` (or "val"/"test") the classes are read from ``root/train``.
+    With ``split="train"`` (or "val"/"test") the classes are read from ``root/train``;
+    class folders without split folders are split with ``split_fractions`` (train, val,
+    test fractions, e.g. ``(0.8, 0.1, 0.1)``): per class, the sorted files are shuffled
+    with ``split_seed`` and cut in that ratio (stratified and reproducible).
     ``class_names`` renames the classes (one name per subfolder, in sorted order).
 
     Example:
         >>> ds = ImageFolderDataset("chest/", split="val", resolution=128)   # doctest: +SKIP
+        >>> ds = ImageFolderDataset("chest/", split="train", split_fractions=(0.8, 0.1, 0.1))  # doctest: +SKIP
     """
 
     def __init__(self, root: str | os.PathLike, *, split: str | None = None,
                  resolution: int | None = None, channels: int | None = None,
-                 skip_unreadable: bool = False, class_names: Sequence[str] | None = None):
+                 skip_unreadable: bool = False, class_names: Sequence[str] | None = None,
+                 fit: str = "pad", split_fractions: Sequence[float] | None = None, split_seed: int = 0):
         root = Path(root)
         if not root.is_dir():
             raise DataError(f"{root}: folder not found")
-        if split is not None:
+        fractions = check_fractions(split_fractions, where=str(root))
+        if split is not None and fractions is not None and _has_split_folders(root):
+            raise DataError(f"{root}: already holds split folders; split fractions (--split "
+                            f"{','.join(f'{f:g}' for f in fractions)}) apply to plain class folders only")
+        if split is not None and fractions is None:
             root = _split_folder(root, split)
         classes = subfolders(root)
         if not classes:
@@ -209,10 +221,43 @@ class ImageFolderDataset(FileListDataset):
             found = list_image_files(c)
             if not found:
                 raise DataError(f"{c}: class folder '{c.name}' holds no images")
+            if split is not None and fractions is not None:
+                found = _fraction_of(found, fractions, SPLITS.index(split), seed=split_seed + k)
+                if not found:
+                    raise DataError(f"{c}: split {split!r} gets no images of class '{c.name}' with "
+                                    f"fractions {','.join(f'{f:g}' for f in fractions)}; use more images "
+                                    "or larger fractions")
             files += found
             labels += [k] * len(found)
+        self.split_fractions, self.split_seed = fractions, split_seed
         super().__init__(files, labels, names, resolution=resolution, channels=channels,
-                         skip_unreadable=skip_unreadable, source=root)
+                         skip_unreadable=skip_unreadable, source=root, fit=fit)
+
+
+def check_fractions(fractions: Sequence[float] | None, where: str = "split") -> tuple[float, ...] | None:
+    """None, or three non-negative (train, val, test) fractions summing to 1 (+- 1e-6)."""
+    if fractions is None:
+        return None
+    f = tuple(float(v) for v in fractions)
+    if len(f) != 3 or any(not 0 <= v <= 1 for v in f) or abs(sum(f) - 1) > 1e-6 or f[0] == 0:
+        raise DataError(f"{where}: split fractions must be three numbers train,val,test >= 0 that sum "
+                        f"to 1 with train > 0 (e.g. --split 0.8,0.1,0.1), got {fractions}")
+    return f
+
+
+def _fraction_of(files: list[Path], fractions: tuple[float, ...], part: int, *, seed: int) -> list[Path]:
+    """The ``part``-th (0 train, 1 val, 2 test) share of ``files``, shuffled with ``seed``."""
+    order = torch.randperm(len(files), generator=torch.Generator().manual_seed(seed)).tolist()
+    n = len(files)
+    cut1 = round(fractions[0] * n)
+    cut2 = cut1 + round(fractions[1] * n) if fractions[2] > 0 else n
+    lo, hi = ((0, cut1), (cut1, min(cut2, n)), (min(cut2, n), n))[part]
+    return [files[i] for i in sorted(order[lo:hi])]
+
+
+def _has_split_folders(root: Path) -> bool:
+    names = {p.name for p in subfolders(root)}
+    return bool(names) and names <= _SPLIT_FOLDER_NAMES
 
 
 def _split_folder(root: Path, split: str) -> Path:
@@ -220,7 +265,9 @@ def _split_folder(root: Path, split: str) -> Path:
     for name in aliases:
         if (root / name).is_dir():
             return root / name
-    raise DataError(f"{root}: no '{split}' split folder (found {[p.name for p in subfolders(root)]})")
+    raise DataError(f"{root}: no '{split}' split folder (found {[p.name for p in subfolders(root)]}); "
+                    "to split class folders, give fractions: --split 0.8,0.1,0.1 on `medcf train` "
+                    "(split_fractions=(0.8, 0.1, 0.1) in Python; seeded, stratified)")
 
 
 # ----------------------------------------------------------------------------- CSV
@@ -327,9 +374,9 @@ class CSVDataset(FileListDataset):
                  label_column: str | None = "label", class_names: Sequence[str] | None = None,
                  split: str | None = None, split_column: str = "split",
                  resolution: int | None = None, channels: int | None = None,
-                 skip_unreadable: bool = False):
+                 skip_unreadable: bool = False, fit: str = "pad"):
         files, labels, names = read_label_csv(
             csv_path, path_column=path_column, label_column=label_column,
             class_names=class_names, split=split, split_column=split_column)
         super().__init__(files, labels, names, resolution=resolution, channels=channels,
-                         skip_unreadable=skip_unreadable, source=csv_path)
+                         skip_unreadable=skip_unreadable, source=csv_path, fit=fit)

@@ -6,7 +6,10 @@ RGB, RGBA, palette), and DICOM through ``medcf.data.dicom`` (optional extra
 range: 8-bit ``0 -> -1`` and ``255 -> 1``; 16-bit ``0 -> -1`` and ``65535 -> 1``.
 Alpha is dropped. Gray -> RGB repeats the channel; RGB -> gray is the ITU-R
 601 luminance ``0.299 R + 0.587 G + 0.114 B``. Resizing is bilinear with
-antialiasing to a square ``resolution x resolution`` (aspect ratio is not kept).
+antialiasing to a square ``resolution x resolution``; a non-square image is fitted
+by ``fit``: ``"pad"`` (the default: the whole image, aspect ratio kept, black
+borders; anatomy is not distorted), ``"crop"`` (the centred square, aspect kept) or
+``"squash"`` (stretched to the square).
 
 Example:
     >>> from medcf.data import load_image
@@ -32,6 +35,7 @@ from medcf.io import first_line
 IMAGE_EXTENSIONS = (".png", ".jpg", ".jpeg", ".tif", ".tiff", ".bmp")
 DICOM_EXTENSIONS = (".dcm", ".dicom")
 LUMA_WEIGHTS = (0.299, 0.587, 0.114)  # ITU-R 601-2, as Pillow's "L" conversion
+FITS = ("pad", "crop", "squash")  # how a non-square image becomes R x R
 
 _SIXTEEN_BIT_MODES = ("I;16", "I;16L", "I;16B", "I;16N")
 
@@ -143,14 +147,40 @@ def check_resolution(resolution: int | None, where: str = "resolution") -> None:
         raise DataError(f"{where}: resolution must be a positive integer, got {resolution!r}")
 
 
+def check_fit(fit: str, where: str = "fit") -> None:
+    if fit not in FITS:
+        raise DataError(f"{where}: fit must be one of {', '.join(FITS)}, got {fit!r}")
+
+
+def _fit_square(t: Tensor, resolution: int, fit: str) -> Tensor:  # [C, H, W] -> [C, R, R]
+    h, w = t.shape[1:]
+    if fit == "squash" or h == w:
+        size = (resolution, resolution)
+    else:  # pad: the longer side becomes R; crop: the shorter side does
+        scale = resolution / (max(h, w) if fit == "pad" else min(h, w))
+        size = (max(1, round(h * scale)), max(1, round(w * scale)))
+    if tuple(t.shape[1:]) != size:
+        t = F.interpolate(t[None], size=size, mode="bilinear", align_corners=False, antialias=True)[0]
+    h, w = t.shape[1:]
+    if fit == "pad" and (h, w) != (resolution, resolution):
+        top, left = (resolution - h) // 2, (resolution - w) // 2
+        t = F.pad(t, (left, resolution - w - left, top, resolution - h - top), value=0.0)  # 0 -> -1: black
+    elif fit == "crop" and (h, w) != (resolution, resolution):
+        top, left = (h - resolution) // 2, (w - resolution) // 2
+        t = t[:, top:top + resolution, left:left + resolution]
+    return t
+
+
 def pixels_to_tensor(arr: np.ndarray, resolution: int | None = None,
-                     channels: int | None = None) -> Tensor:
+                     channels: int | None = None, fit: str = "pad") -> Tensor:
     """float ``[H, W, C]`` (or ``[H, W]``) in ``[0, 1]`` -> float32 ``[C', R, R]`` in ``[-1, 1]``.
 
-    ``resolution=None`` keeps the size, ``channels=None`` keeps the channel count.
+    ``resolution=None`` keeps the size, ``channels=None`` keeps the channel count;
+    ``fit`` (pad | crop | squash) says how a non-square image becomes square.
     """
     check_channels(channels)
     check_resolution(resolution)
+    check_fit(fit)
     if arr.ndim == 2:
         arr = arr[:, :, None]
     t = torch.from_numpy(np.ascontiguousarray(arr, dtype=np.float32)).permute(2, 0, 1)  # [C, H, W]
@@ -158,15 +188,14 @@ def pixels_to_tensor(arr: np.ndarray, resolution: int | None = None,
         w = torch.tensor(LUMA_WEIGHTS, dtype=t.dtype).view(3, 1, 1)
         t = (t * w).sum(0, keepdim=True)
     if resolution is not None and tuple(t.shape[1:]) != (resolution, resolution):
-        t = F.interpolate(t[None], size=(resolution, resolution), mode="bilinear",
-                          align_corners=False, antialias=True)[0]
+        t = _fit_square(t, resolution, fit)
     if channels == 3 and t.shape[0] == 1:
         t = t.expand(3, -1, -1)
     return (t * 2.0 - 1.0).clamp_(-1.0, 1.0).contiguous()
 
 
 def load_image(path: str | os.PathLike, resolution: int | None = None,
-               channels: int | None = None) -> Tensor:
+               channels: int | None = None, fit: str = "pad") -> Tensor:
     """Read one image (PNG/JPEG/TIFF/BMP/DICOM) as float32 ``[C, H, W]`` in ``[-1, 1]``.
 
     Example:
@@ -176,4 +205,5 @@ def load_image(path: str | os.PathLike, resolution: int | None = None,
     """
     check_channels(channels, where=str(path))
     check_resolution(resolution, where=str(path))
-    return pixels_to_tensor(read_pixels(path), resolution, channels)
+    check_fit(fit, where=str(path))
+    return pixels_to_tensor(read_pixels(path), resolution, channels, fit)

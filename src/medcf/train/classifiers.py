@@ -95,9 +95,10 @@ def _datasets(data, val_data, test_data, resolution):
         path = Path(data)
         if not path.exists():
             raise DataError(f"{path}: data directory not found")
-        train = _open(path, "train", resolution)
-        val = val_data if val_data is not None else _open_optional(path, "val", resolution)
-        test = test_data if test_data is not None else _open_optional(path, "test", resolution)
+        # `data` itself, not `path`: a medcf.data.DataOptions carries split fractions and fit
+        train = _open(data, "train", resolution)
+        val = val_data if val_data is not None else _open_optional(data, "val", resolution)
+        test = test_data if test_data is not None else _open_optional(data, "test", resolution)
         return train, val, test
     return data, val_data, test_data
 

@@ -304,9 +304,15 @@ class Trainer:
         else:
             held = [p for p in (STATE_NAME, RUN_NAME, STATS_NAME, "model")
                     if (run_dir / p).exists()]
-            if held:
-                raise MedcfError(f"{run_dir}: already holds a training run ({held[0]}); "
-                                 "pass resume=True to continue it or choose another out_dir")
+            restart = bool(held) and not (run_dir / STATE_NAME).exists() and not (run_dir / "model").exists()
+            if held and not restart:
+                raise MedcfError(f"{run_dir}: already holds a training run ({held[0]}); pass --resume "
+                                 "(resume=True) to continue it, --overwrite to start over, or choose "
+                                 "another --out")
+            if restart and self.is_main_process:  # it stopped before its first checkpoint: nothing to keep
+                logger.warning("%s: the previous run stopped before its first checkpoint; starting over",
+                               run_dir)
+                clear_run_dir(run_dir)
             state = None
         self.accelerator.wait_for_everyone()  # every rank has checked before anyone writes
         if self.is_main_process:
@@ -582,6 +588,36 @@ def _line_step(line: str) -> int:
         return -1
 
 
+def clear_run_dir(run_dir: str | os.PathLike) -> list[str]:
+    """Remove what the engine writes in a run directory (state, run.json, stats, model/,
+    tb/, interrupted writes) so that a new run can start there; other files are kept.
+    Returns the names removed. Used by ``--overwrite`` and to restart a run that
+    stopped before its first checkpoint.
+
+    Example:
+        >>> clear_run_dir("runs/vae")     # doctest: +SKIP
+        ['model', 'run.json', 'stats.jsonl', 'train_state.pt']
+    """
+    run_dir = Path(run_dir)
+    if run_dir.is_symlink():
+        raise MedcfError(f"{run_dir}: --out is a symbolic link; refusing to clear it")
+    if not run_dir.is_dir():
+        return []
+    removed = []
+    for entry in sorted(run_dir.iterdir()):
+        name = entry.name
+        ours = name in (STATE_NAME, RUN_NAME, STATS_NAME, "model", "tb") or (
+            name.startswith(".") and any(k in name for k in (STATE_NAME, "model", RUN_NAME, STATS_NAME)))
+        if not ours:
+            continue
+        if entry.is_dir() and not entry.is_symlink():
+            shutil.rmtree(entry)
+        else:
+            entry.unlink()
+        removed.append(name)
+    return removed
+
+
 def _clean_stale_writes(run_dir: Path) -> None:
     """Remove temporaries of atomic writes interrupted by a kill (restoring model/ if needed)."""
     model = run_dir / "model"
@@ -598,4 +634,4 @@ def _clean_stale_writes(run_dir: Path) -> None:
             p.unlink(missing_ok=True)
 
 
-__all__ = ["TrainConfig", "Trainer", "Hook", "StepFn", "STATE_NAME", "STATS_NAME", "RUN_NAME"]
+__all__ = ["TrainConfig", "Trainer", "Hook", "StepFn", "STATE_NAME", "STATS_NAME", "RUN_NAME", "clear_run_dir"]
