@@ -59,7 +59,7 @@ class TrainedProgressive:
 
 def classifier_fingerprint(classifier: nn.Module) -> str:
     """16 hex digits identifying a classifier by its config and weights."""
-    from medcf.encoders.generator_io import generator_fingerprint
+    from medcf.generators.fingerprint import generator_fingerprint
 
     return generator_fingerprint(classifier)
 
@@ -106,7 +106,6 @@ def train_progressive(
     Example:
         >>> train_progressive("data", "runs/dissect", classifier=clf, concepts=2, steps=100)  # doctest: +SKIP
     """
-    from medcf.classifiers import load_classifier
     from medcf.train.engine import TrainConfig, Trainer
 
     if steps < 1 or batch_size < 2 or lr <= 0 or concepts < 1:
