@@ -122,3 +122,13 @@ def test_configure_threads_keeps_user_settings(monkeypatch):
         assert os.environ["OMP_NUM_THREADS"] == str(usable_cpus())
     finally:
         torch.set_num_threads(before)
+
+
+@pytest.mark.parametrize("command", ["classifier", "oracle", "ae", "vae", "encoder", "stylegan2"])
+def test_training_commands_take_checkpoint_every_and_overwrite(command):
+    import typer.main
+
+    group = typer.main.get_command(cli.app).commands["train"]
+    params = {p.name: p for p in group.commands[command].params}
+    assert params["checkpoint_every"].default == 500 and params["overwrite"].default is False
+    assert params["overwrite"].is_flag

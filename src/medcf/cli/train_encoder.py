@@ -6,6 +6,8 @@ from pathlib import Path
 
 import typer
 
+from medcf.cli._train_options import CHECKPOINT_EVERY, OVERWRITE, prepare_out
+
 
 def register(app: typer.Typer) -> None:
     @app.command("encoder")
@@ -24,6 +26,8 @@ def register(app: typer.Typer) -> None:
         seed: int = typer.Option(0, "--seed", help="Initial weights and sampled pairs."),
         resume: bool = typer.Option(False, "--resume", help="Continue the run in --out exactly."),
         progress: bool = typer.Option(True, "--progress/--no-progress", help="Show a progress bar."),
+        checkpoint_every: int = CHECKPOINT_EVERY,
+        overwrite: bool = OVERWRITE,
     ) -> None:
         """Train an encoder image -> W+ for a StyleGAN2 generator (it seeds `medcf project`).
 
@@ -31,9 +35,10 @@ def register(app: typer.Typer) -> None:
         """
         from medcf.train.encoder import train_encoder
 
+        prepare_out(out, overwrite=overwrite, resume=resume)
         res = train_encoder(generator, out, steps=steps, batch_size=batch_size, lr=lr,
                             latent_weight=latent_weight, l1_weight=l1_weight, lpips_weight=lpips_weight,
                             truncation_psi=truncation, ema_decay=ema_decay if ema_decay > 0 else None,
-                            seed=seed, resume=resume, progress=progress)
+                            seed=seed, resume=resume, progress=progress, checkpoint_every=checkpoint_every)
         figures = ", ".join(f"{k} {v:.4g}" for k, v in res.val.items() if isinstance(v, float))
         typer.echo(f"encoder: {res.model_dir} ({res.wall_s:.0f} s{'; val ' + figures if figures else ''})")

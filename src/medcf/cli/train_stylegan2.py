@@ -7,6 +7,7 @@ from pathlib import Path
 
 import typer
 
+from medcf.cli._train_options import CHECKPOINT_EVERY, OVERWRITE, prepare_out
 from medcf.errors import DataError, MedcfError
 
 
@@ -37,6 +38,8 @@ def train_stylegan2_command(
     resume: bool = typer.Option(False, "--resume", help="Continue the run in --out exactly."),
     progress: bool = typer.Option(True, "--progress/--no-progress", help="Show a progress bar."),
     as_json: bool = typer.Option(False, "--json", help="Print the result as JSON."),
+    checkpoint_every: int = CHECKPOINT_EVERY,
+    overwrite: bool = OVERWRITE,
 ) -> None:
     """Train StyleGAN2-ADA (G_ema exported to OUT/model; samples and FID logged).
 
@@ -51,11 +54,13 @@ def train_stylegan2_command(
         raise MedcfError("give exactly one of --kimg or --steps")
     if fid_oracle is not None and not fid_oracle.exists():
         raise DataError(f"{fid_oracle}: --fid-oracle not found")
+    prepare_out(out, overwrite=overwrite, resume=resume)
     res = train_stylegan2(data, out, resolution=resolution, cond=cond, aug=aug, ada_target=target,
                           kimg=kimg, steps=steps, batch_size=batch_size, lr=lr, r1_gamma=gamma,
                           pl_weight=pl_weight, channel_base=channel_base, channel_max=channel_max,
                           seed=seed, sample_every=sample_every, fid_oracle=fid_oracle,
-                          fid_every=fid_every, fid_n=fid_n, resume=resume, progress=progress)
+                          fid_every=fid_every, fid_n=fid_n, resume=resume, progress=progress,
+                          checkpoint_every=checkpoint_every)
     if as_json:
         typer.echo(json.dumps({"model_dir": str(res.model_dir), "steps": res.steps, "kimg": res.kimg,
                                "augment_p": res.augment_p, "fid": res.fid, "wall_s": res.wall_s},
