@@ -226,3 +226,27 @@ def test_cli_bad_inputs_are_one_line_errors(runs, tmp_path, capsys, case, words)
     code, _, err = _explain(capsys, runs, tmp_path / "out", *args)
     assert code == 2, err
     assert words in err and len(err.strip().splitlines()) == 1, err
+
+
+def test_benchmark_prepare_hook_trains_once_and_builds(runs, tmp_path):
+    from medcf.counterfactual.gvr import build_gvr
+    from medcf.train.gan_prepare import prepare_gvr
+
+    profile = {"steps": 1, "n_critic": 1, "batch_size": 4, "z_dim": 8, "base_channels": 4, "encoder_steps": 1,
+               "encoder_batch_size": 4, "explain": {"max_steps": 3, "compose": "residual"}}
+    kw = prepare_gvr(runs / "data", tmp_path / "m", classifier_dir=runs / "classifier", task="cardiomegaly",
+                     profile=profile, device="cpu", seed=0, progress=False)
+    assert kw["max_steps"] == 3 and kw["compose"] == "residual"
+    again = prepare_gvr(runs / "data", tmp_path / "m", classifier_dir=runs / "classifier", task="cardiomegaly",
+                        profile=profile, device="cpu", seed=0, progress=False)
+    assert again == kw                                                   # the cached stages are reused
+    gvr = build_gvr(runs / "classifier", **kw)
+    x = torch.zeros(1, 1, RES, RES)
+    assert gvr.explain(x).path.shape[0] <= 4
+
+
+def test_explain_leaves_no_gradients_on_the_models():
+    clf, x = _toy(torch.full((16,), 0.5), [0.4])
+    G = Blurry()
+    GVR(generator=G, encoder=Flatten(), classifier=clf, config=GVRConfig(max_steps=5)).explain(x, 1)
+    assert clf.w.grad is None and all(p.grad is None for p in G.parameters())

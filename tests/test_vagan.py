@@ -11,6 +11,7 @@ from torch import nn
 from _cli import run_cli, strict_json
 from medcf.counterfactual.vagan import VAGAN, VAGANExplainConfig
 from medcf.generators.vagan import VAGANConfig, VAGANMap, load_vagan_map
+from medcf.io import read_header
 from medcf.train.gan import gradient_penalty
 
 RES = 32
@@ -108,7 +109,8 @@ def runs(tmp_path_factory):
     write_synthetic(SynthConfig(resolution=RES, task="opacity"), 40, root / "data", seed=0, progress=False)
     write_synthetic(SynthConfig(resolution=RES, task="opacity", positive_rate=0.0), 12, root / "oneclass",
                     seed=0, progress=False)
-    for cls, name, seed, res in ((OracleClassifier, "oracle", 1, 16), (ResNetClassifier, "classifier", 0, 16)):
+    for cls, name, seed, res in ((OracleClassifier, "oracle", 1, 16), (ResNetClassifier, "classifier", 0, 16),
+                                 (ResNetClassifier, "classifier32", 2, RES)):
         cfg = ResNetConfig(in_channels=1, resolution=res, class_names=("clear", "opacity"), num_outputs=2,
                            head="softmax", widths=(4, 8), blocks=(1, 1))
         cls(cfg, seed=seed).save(root / name)
@@ -203,3 +205,19 @@ def test_cli_train_then_explain(runs, tmp_path, capsys):
                            "--generator", runs / "oracle", "--images", runs / "data", "--limit", "1",
                            "--out", tmp_path / "out2", "--no-progress")
     assert code == 2 and "vagan-map" in err and len(err.strip().splitlines()) == 1, err
+
+
+def test_benchmark_prepare_hook_trains_and_builds(runs, tmp_path):
+    from medcf.counterfactual.vagan import build_vagan
+    from medcf.train.gan_prepare import prepare_vagan
+
+    profile = {"steps": 2, "n_critic": 1, "batch_size": 4, "base_channels": 4, "depth": 2, "critic_channels": 4,
+               "snapshots": 2, "explain": {"frames": 4}}
+    kw = prepare_vagan(runs / "data", tmp_path / "m", classifier_dir=runs / "classifier32", task="opacity",
+                       profile=profile, device="cpu", seed=0, progress=False)
+    M = load_vagan_map(kw["generator_dir"])
+    meta = read_header(kw["generator_dir"])["meta"]
+    assert (M.config.source_class, M.config.target_class) == ("opacity", "clear")
+    assert meta["selection"]["candidates"] == 2 and meta["selection"]["score"] is not None
+    va = build_vagan(runs / "classifier32", **kw)
+    assert va.config.frames == 4

@@ -159,8 +159,7 @@ class GVR(Explainer):
             loss_q = (-s + cfg.latent_weight * (z - z0).square().mean(dims)
                       + cfg.image_weight * (g - g0).abs().mean(dim=(1, 2, 3)))
             z_prev = z.detach().clone()
-            opt.zero_grad(set_to_none=True)
-            (loss_q * active).sum().backward()
+            (z.grad,) = torch.autograd.grad((loss_q * active).sum(), z)   # no .grad left on the models
             opt.step()
             with torch.no_grad():                                         # finished queries stay put
                 z[done] = z_prev[done]
