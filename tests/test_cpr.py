@@ -112,3 +112,27 @@ def test_cpr_scorer_refuses_data_without_effusion(tmp_path):
     with pytest.raises(DataError, match="effusion") as e:
         train_classifier(cardio, tmp_path / "r", role="cpr-scorer", steps=1)
     assert "\n" not in str(e.value)
+
+
+def test_evaluate_counterfactuals_reports_cpr_change_and_the_fluid_region():
+    from medcf.eval import evaluate_counterfactuals
+
+    class MeanClassifier(nn.Module):  # 2 logits: class 1 for bright images
+        def forward(self, x):
+            m = x.mean((1, 2, 3))
+            return torch.stack([-m, m], 1)
+
+    cf = make_cf([-0.4, -0.4, 0.4], [0.4, -0.1, -0.4], [1, 1, 0])
+    mask = torch.zeros(3, 1, 8, 8)
+    mask[:, :, 6:, :2] = 1.0  # the "fluid": bottom-left corner
+    cf = Counterfactual(original=cf.original, counterfactual=cf.counterfactual,
+                        difference=mask * 0.5 + 0.01, target=cf.target, prob_original=cf.prob_original,
+                        prob_counterfactual=cf.prob_counterfactual)
+    summary, rows = evaluate_counterfactuals([cf], classifier=MeanClassifier(), cpr_scorer=MeanLogit(),
+                                             task="effusion", gt=[{"effusion_mask": mask}])
+    assert summary["clinical_cpr"]["cpr_change"] == pytest.approx(2 / 3)  # queries 0 and 2 cross
+    assert summary["clinical_cpr"]["toward_target"] == pytest.approx(1.0)
+    assert [r["cpr_crossed"] for r in rows] == [True, False, True]
+    # the difference map is the fluid mask (plus a constant): perfect localization
+    assert summary["localization"]["auroc"] == pytest.approx(1.0)
+    assert summary["localization"]["region"] == "pleural fluid mask"

@@ -26,7 +26,7 @@ from torch import Tensor, nn
 
 from medcf.errors import ShapeError
 from medcf.eval.attributes import attribute_changes, seconds_per_query
-from medcf.eval.clinical import ctr_per_query
+from medcf.eval.clinical import cpr_per_query, ctr_per_query
 from medcf.eval.fid import FID
 from medcf.eval.fop import FO_NAMES, fop_pairs
 from medcf.eval.localization import auroc, boundary_band, ncc
@@ -35,7 +35,7 @@ from medcf.eval.proximity import l1_distance, ssim
 from medcf.eval.validity import not_found, original_class_probs, reached_target
 from medcf.types import Counterfactual
 
-_TASK_REGIONS = ("cardiomegaly", "opacity")
+_TASK_REGIONS = ("cardiomegaly", "opacity", "effusion")
 
 
 def _clean(v):
@@ -66,6 +66,8 @@ def _truth_region(g: Mapping, task: str | None, band_width: int) -> Tensor | Non
         return boundary_band(torch.as_tensor(g["heart_mask"]).float(), band_width)
     if task == "opacity" and "lesion_mask" in g:
         return torch.as_tensor(g["lesion_mask"]).float()
+    if task == "effusion" and "effusion_mask" in g:
+        return torch.as_tensor(g["effusion_mask"]).float()
     return None
 
 
@@ -76,12 +78,13 @@ def evaluate_counterfactuals(
     oracle: nn.Module | None = None,            # independent classifier, logits [B, K]
     fo_detector: nn.Module | None = None,       # foreign objects, logits [B, 3]
     ctr_regressor: nn.Module | None = None,     # CTR, [B, 1] or [B]
+    cpr_scorer: nn.Module | None = None,        # costophrenic recess, one logit of "blunted" [B, 1]
     fid_extractor: str | nn.Module | None = None,  # "inception" or a module with features()
     real_target_images: Iterable[Tensor | Mapping] | Tensor | None = None,  # FID reference set
     gt: Iterable[Mapping] | None = None,        # one sample-dict batch per cf batch
     lpips: LPIPS | None = None,                 # LPIPS metric (medcf.eval.LPIPS)
     nuisance_regressor: nn.Module | None = None,  # nuisance factors, [B, N]
-    task: str | None = None,                    # "cardiomegaly" | "opacity": localization truth
+    task: str | None = None,                    # "cardiomegaly" | "opacity" | "effusion": localization truth
     band_width: int = 3,                        # heart-border band half-width (pixels)
     fid_on: str = "valid",                      # "valid" counterfactuals (as DiME) or "all"
     inception_weights: str | os.PathLike | None = None,
@@ -148,6 +151,12 @@ def evaluate_counterfactuals(
         if ctr_regressor is not None:
             for k, v in ctr_per_query(cf, ctr_regressor, positive_class=positive_class).items():
                 cols[k].append(v)
+        if cpr_scorer is not None:
+            q = cpr_per_query(cf, cpr_scorer, positive_class=positive_class)
+            cols["cpr_original"].append(q["cpr_original"])
+            cols["cpr_counterfactual"].append(q["cpr_counterfactual"])
+            cols["cpr_toward_target"].append(q["toward_target"])
+            cols["cpr_crossed"].append(q["crossed"])
         region = _truth_region(g, task, band_width)
         if region is not None:
             diff = cf.difference.detach().cpu().abs()
@@ -200,12 +209,15 @@ def evaluate_counterfactuals(
         sign = (data["target"] == positive_class).double() * 2 - 1
         summary["clinical"]["ctr_change_toward_target"] = _mean(
             sign * (data["ctr_counterfactual"].double() - data["ctr_original"].double()))
+    if "cpr_crossed" in data:
+        summary["clinical_cpr"] = {"cpr_change": _mean(data["cpr_crossed"]),
+                                   "toward_target": _mean(data["cpr_toward_target"])}
     if "ncc" in data:
         summary["localization"] = {"ncc": _mean(data["ncc"]), "auroc": _mean(data["auroc"]),
                                    "n_scored": int((~data["auroc"].isnan()).sum()),
                                    "region": "given region" if task is None else
                                    (f"heart border band (width {band_width})" if task == "cardiomegaly"
-                                    else "lesion mask")}
+                                    else "pleural fluid mask" if task == "effusion" else "lesion mask")}
     for key in ("fo_prob_change_mean", "fo_flip_mean", "nuisance_change_mean", "nuisance_error_mean"):
         if key in data:
             summary[key.removesuffix("_mean")] = _mean(data[key])
