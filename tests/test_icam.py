@@ -301,3 +301,32 @@ def test_attribute_swap_flips_the_decision_after_a_short_training(tmp_path):
     to_dark = e.explain(bright, target=0, reference=dark)
     assert bool(to_bright.flipped[0]) and bool(to_dark.flipped[0])
     assert res.val["icam_accuracy"] == 1.0  # ICAM's own classifier separates the toy's classes
+
+
+# ----------------------------------------------------------------------------- CLI
+
+
+def test_cli_trains_and_explains(capsys, tmp_path):
+    from _cli import run_cli
+    from medcf.classifiers import ResNetClassifier, ResNetConfig
+    from medcf.data import write_synthetic
+    from medcf.data.synthetic import SynthConfig
+
+    write_synthetic(SynthConfig(resolution=32), 20, tmp_path / "data", progress=False)
+    code, out, err = run_cli(capsys, "train", "icam", "--data", tmp_path / "data", "--out", tmp_path / "icam",
+                             "--steps", "2", "--batch-size", "2", "--width", "4", "--blocks", "1", "--attr-dim",
+                             "4", "--disc-width", "4", "--disc-layers", "2", "--no-progress")
+    assert code == 0, err
+    assert "normal <-> cardiomegaly" in out and "icam_accuracy" in out
+    clf = ResNetClassifier(ResNetConfig(in_channels=1, resolution=32, class_names=("normal", "cardiomegaly"),
+                                        num_outputs=2, head="softmax", widths=(4, 8), blocks=(1, 1)), seed=0)
+    clf.save(tmp_path / "clf" / "model")
+    code, out, err = run_cli(capsys, "explain", "--method", "icam", "--classifier", tmp_path / "clf",
+                             "--generator", tmp_path / "icam", "--images", tmp_path / "data", "--split", "test",
+                             "--limit", "2", "--out", tmp_path / "ex", "--set", "attribute=sample",
+                             "--max-steps", "4", "--no-progress")
+    assert code == 0, err
+    records = [json.loads(p.read_text()) for p in sorted((tmp_path / "ex").glob("*.json"))]
+    records = [r for r in records if "path_probs" in r]
+    assert records and all(r["method"] == "icam" and len(r["path_probs"]) == 5 for r in records)
+    assert all(r["settings"]["attribute"] == "sample" for r in records)
