@@ -295,7 +295,7 @@ def test_explain_outputs_follow_the_policy(tmp_path):
     with pytest.raises(OutputError, match="symbolic link"):
         check_out_dir(tmp_path / "link", overwrite=True)
     (tmp_path / "real" / "x.gif").write_bytes(b"x")
-    with pytest.raises(OutputError, match="pass --overwrite to write into it"):
+    with pytest.raises(OutputError, match="pass --overwrite to replace it"):
         check_out_dir(tmp_path / "real", overwrite=False)
     # two class folders holding the same file name give two distinct output names
     for cls in ("healthy", "sick"):
@@ -304,3 +304,25 @@ def test_explain_outputs_follow_the_policy(tmp_path):
     ds = open_dataset(tmp_path / "data")
     names = [image_name(ds, i) for i in range(len(ds))]
     assert sorted(names) == ["healthy_001", "sick_001"]
+
+
+def test_staged_output_dir_streams_then_swaps(tmp_path):
+    from medcf.io import staged_output_dir
+
+    out = tmp_path / "explain"
+    out.mkdir()
+    (out / "old.gif").write_bytes(b"old")
+    with pytest.raises(OutputError):
+        with staged_output_dir(out, overwrite=False):
+            pass
+    with pytest.raises(KeyboardInterrupt):
+        with staged_output_dir(out, overwrite=True) as stage:
+            (stage / "a.gif").write_bytes(b"new")
+            raise KeyboardInterrupt  # an interrupted run
+    assert sorted(p.name for p in out.iterdir()) == ["old.gif"]
+    with staged_output_dir(out, overwrite=True) as stage:
+        assert stage != out and not (stage / "old.gif").exists()
+        (stage / "a.gif").write_bytes(b"new")
+        assert not (out / "a.gif").exists()  # nothing appears until the block ends
+    assert sorted(p.name for p in out.iterdir()) == ["a.gif"]
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["explain"]

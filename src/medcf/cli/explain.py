@@ -336,6 +336,7 @@ def run_explain(method: str, classifier, generator, images, out, *, flags: dict 
         resolve_cli_target,
         write_explanation,
     )
+    from medcf.io import staged_output_dir
 
     check_out_dir(out, overwrite)
     explainer, named = build_from_flags(method, classifier, generator, flags or {}, sets, progress=progress)
@@ -344,14 +345,15 @@ def run_explain(method: str, classifier, generator, images, out, *, flags: dict 
         tgt = resolve_cli_target(target, getattr(explainer.classifier, "class_names", None))
     t0 = time.perf_counter()
     records, k = [], 0
-    with naming_flags(named):
+    # files go to a hidden staging folder that replaces `out` whole at the end (medcf.io.outputs)
+    with naming_flags(named), staged_output_dir(out, overwrite=overwrite) as stage:
         for cf, batch in explain_dataset(explainer, ds, tgt, batch_size, limit=limit, progress=progress):
             for i in range(len(cf)):
                 idx = int(batch["index"][i]) if "index" in batch else k
                 name = image_name(ds, k)
                 files = getattr(ds, "files", None)
                 source = str(files[k]) if files is not None and k < len(files) else f"{images}[{idx}]"
-                records.append(write_explanation(cf, i, out, name, source=source, fps=fps))
+                records.append(write_explanation(cf, i, stage, name, source=source, fps=fps))
                 k += 1
     flipped = sum(r["flipped"] for r in records)
     echo(f"explained {len(records)} image(s) in {time.perf_counter() - t0:.1f} s; "
@@ -380,6 +382,7 @@ def run_evaluation(method: str, classifier, generator, data, out, *, flags: dict
         explainer_input_shape,
         resolve_cli_target,
     )
+    from medcf.io import staged_output_dir
 
     check_out_dir(out, overwrite)
     explainer, named = build_from_flags(method, classifier, generator, flags or {}, sets, progress=progress)
@@ -420,7 +423,8 @@ def run_evaluation(method: str, classifier, generator, data, out, *, flags: dict
         "inception_weights": str(inception_weights) if inception_weights else None,
         "lpips": lpips_note, "explainer_settings": _config_dict(explainer), **(extra_settings or {}),
     }
-    paths = write_evaluation(out, summary, rows, shown, settings)
+    with staged_output_dir(out, overwrite=overwrite) as stage:  # replaces `out` whole (medcf.io.outputs)
+        paths = write_evaluation(stage, summary, rows, shown, settings)
     echo(json.dumps(_short_summary(summary), indent=2))
     echo(f"wrote {', '.join(p.name for p in paths.values())} to {out}")
     return summary

@@ -113,7 +113,7 @@ def write_explanation(cf: Counterfactual, i: int, out_dir: str | os.PathLike, na
 def check_out_dir(out: str | os.PathLike, overwrite: bool) -> Path:
     """Create the output folder after the output policy's checks (``medcf.io.check_output``):
     a symlinked ``--out`` or a non-empty one without ``overwrite`` is a one-line ``OutputError``."""
-    p = check_output(out, overwrite=overwrite, action="write into it")
+    p = check_output(out, overwrite=overwrite)
     p.mkdir(parents=True, exist_ok=True)
     return p
 

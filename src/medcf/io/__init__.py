@@ -23,11 +23,12 @@ Example:
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import shutil
 import tempfile
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any, ClassVar, TypeVar
 
@@ -38,7 +39,13 @@ from torch import nn
 
 from medcf.errors import CheckpointError
 from medcf.io.config import config_from_dict, config_to_dict  # noqa: F401 (re-exported)
-from medcf.io.outputs import check_output, unique_stems, user_umask, write_output_dir  # noqa: F401 (re-exported)
+from medcf.io.outputs import (  # noqa: F401 (re-exported)
+    check_output,
+    staged_output_dir,
+    unique_stems,
+    user_umask,
+    write_output_dir,
+)
 from medcf.io.weights import check_against, read_weights_header
 
 CONFIG_NAME = "config.json"
@@ -80,26 +87,38 @@ def atomic_write_dir(path: str | os.PathLike, fill: Callable[[Path], None]) -> P
 
     The previous directory (if any) is removed only after the new one is in place.
     """
+    with staged_dir(path) as tmp:
+        fill(tmp)
+    return Path(path)
+
+
+@contextlib.contextmanager
+def staged_dir(path: str | os.PathLike) -> Iterator[Path]:
+    """``with staged_dir(p) as tmp:`` write into ``tmp`` (a hidden sibling); on success it
+    replaces ``p`` whole (modes set from the user's umask), on any error it is removed and
+    ``p`` is left as it was."""
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     tmp = Path(tempfile.mkdtemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent))
     old = None
     try:
-        fill(tmp)
+        yield tmp
         _apply_umask(tmp)
-        if path.exists():
+        if path.exists() or path.is_symlink():
             old = Path(tempfile.mkdtemp(prefix=f".{path.name}.", suffix=".old", dir=path.parent))
             old.rmdir()
             os.replace(path, old)
         os.replace(tmp, path)
     except BaseException:
         shutil.rmtree(tmp, ignore_errors=True)
-        if old is not None and old.exists() and not path.exists():
+        if old is not None and (old.exists() or old.is_symlink()) and not path.exists():
             os.replace(old, path)
         raise
     if old is not None:
-        shutil.rmtree(old, ignore_errors=True)
-    return path
+        if old.is_symlink() or not old.is_dir():
+            old.unlink()
+        else:
+            shutil.rmtree(old, ignore_errors=True)
 
 
 def _apply_umask(root: Path) -> None:

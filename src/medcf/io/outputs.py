@@ -22,9 +22,10 @@ Example:
 
 from __future__ import annotations
 
+import contextlib
 import os
 from collections import Counter
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from pathlib import Path
 
 from medcf.errors import OutputError
@@ -58,10 +59,24 @@ def write_output_dir(path: str | os.PathLike, fill: Callable[[Path], None], *, o
     With ``overwrite`` the previous folder is replaced as a whole (files from an
     earlier run do not linger next to the new ones).
     """
-    from medcf.io import atomic_write_dir
+    with staged_output_dir(path, overwrite=overwrite, flag=flag) as tmp:
+        fill(tmp)
+    return Path(path)
 
-    check_output(path, overwrite=overwrite, flag=flag)
-    return atomic_write_dir(path, fill)
+
+@contextlib.contextmanager
+def staged_output_dir(path: str | os.PathLike, *, overwrite: bool, flag: str = "--out",
+                      action: str = "replace it") -> Iterator[Path]:
+    """``with staged_output_dir(out, overwrite=...) as tmp:`` for results written as they come.
+
+    Checks the policy first; the block writes into a hidden staging folder that
+    replaces ``out`` whole when the block ends, and is removed if it raises.
+    """
+    from medcf.io import staged_dir
+
+    check_output(path, overwrite=overwrite, flag=flag, action=action)
+    with staged_dir(path) as tmp:
+        yield tmp
 
 
 def unique_stems(paths: Sequence[str | os.PathLike]) -> list[str]:
