@@ -247,3 +247,24 @@ def test_data_of_another_task_is_refused_before_training(micro, tmp_path, capsys
                            "--task", "opacity")
     assert code == 2 and "holds the cardiomegaly task, not opacity" in err
     assert not out.exists()
+
+
+def test_task_shortcut_runs_the_study_from_a_user_profile(tmp_path, capsys):
+    if importlib.util.find_spec("medcf.benchmark.shortcut") is None:
+        pytest.skip("the shortcut study is not in this version")
+    text = (ROOT / "src/medcf/benchmark/profiles/micro.toml").read_text().replace('name = "micro"',
+                                                                                 'name = "mine"')
+    text += ("\n[shortcut]\nn_train = 32\nn_test = 16\nn_queries = 4\nmax_steps = 2\n"
+             "classifier = [[4, 8], 2, 8]\nctr_regressor = [[4, 8], 2, 8]\nfo_detector = [[4, 8], 2, 8]\n"
+             "vae = [[8], 2, 8]\n")
+    config = tmp_path / "mine.toml"
+    config.write_text(text)
+    out = tmp_path / "b"
+    code, stdout, err = run_cli(capsys, "benchmark", "--config", config, "--out", out, "--task", "shortcut",
+                                "--no-progress")
+    assert code == 0, err
+    study = json.loads((out / "shortcut" / "shortcut.json").read_text())
+    assert study["plan"]["classifier"] == [[4, 8], 2, 8] and study["explainer"]["queries"]["n"] == 4
+    assert "shortcut study" in (out / "results.md").read_text()
+    header, rows = read_csv(out / "results.csv")
+    assert tuple(header) == COLUMNS and rows == []  # the study has its own table
