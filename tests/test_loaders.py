@@ -595,7 +595,9 @@ def test_synthetic_folder_failures(tmp_path):
 
 
 def test_synthetic_folder_matches_in_memory_renderer(tmp_path):
-    from medcf.data import synthetic, synthetic_writer as writer  # medcf's own: a broken import must fail
+    from medcf.data import synthetic  # medcf's own modules: a broken import must fail, not skip
+    from medcf.data import synthetic_writer as writer
+
     config = synthetic.SynthConfig(resolution=32)
     writer.write_synthetic(config, 10, tmp_path / "w", seed=3, progress=False)
     disk = open_dataset(tmp_path / "w", split="train")
