@@ -12,8 +12,8 @@ import sys
 from pathlib import Path
 
 import pytest
-from _cli import run_cli
 
+from _cli import run_cli
 from medcf import cli
 from medcf.errors import DataError
 from medcf.threads import configure_threads, usable_cpus

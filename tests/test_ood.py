@@ -156,9 +156,8 @@ def test_profiles_without_data_or_with_bad_files(tmp_path):
 
 
 def test_the_encoder_recipe_records_generated_image_errors(tmp_path):
-    from test_encoder import tiny_generator
-
     from medcf.train.encoder import train_encoder
+    from test_encoder import tiny_generator
 
     res = train_encoder(tiny_generator(), tmp_path / "run", steps=2, batch_size=4, lpips_weight=0.0,
                         base_channels=8, max_channels=16, val_samples=8, val_every=0, progress=False,
