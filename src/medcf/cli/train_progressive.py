@@ -6,6 +6,16 @@ from pathlib import Path
 
 import typer
 
+from medcf.cli._train_options import (
+    CHECKPOINT_EVERY,
+    FIT,
+    OVERWRITE,
+    SPLIT,
+    SPLIT_SEED,
+    data_path,
+    prepare_out,
+)
+
 
 def register(app: typer.Typer) -> None:
     def make(name: str, default_concepts: int):
@@ -26,16 +36,23 @@ def register(app: typer.Typer) -> None:
             resolution: int | None = typer.Option(None, "--resolution", help="Resize images to this size."),
             resume: bool = typer.Option(False, "--resume", help="Continue the run in --out exactly."),
             progress: bool = typer.Option(True, "--progress/--no-progress", help="Show a progress bar."),
+            split: str | None = SPLIT,
+            split_seed: int = SPLIT_SEED,
+            fit: str = FIT,
+            checkpoint_every: int = CHECKPOINT_EVERY,
+            overwrite: bool = OVERWRITE,
         ) -> None:
             from medcf.errors import MedcfError
             from medcf.train.progressive import train_progressive
 
             if name == "dissect" and concepts < 2:
                 raise MedcfError(f"--concepts: DISSECT needs at least 2 concepts, got {concepts}")
-            res = train_progressive(data, out, classifier=classifier, bins=bins, concepts=concepts, steps=steps,
+            source = data_path(data, split, split_seed, fit)
+            prepare_out(out, overwrite=overwrite, resume=resume)
+            res = train_progressive(source, out, classifier=classifier, bins=bins, concepts=concepts, steps=steps,
                                     batch_size=batch_size, lr=lr, width=width, rec_weight=rec_weight,
                                     fo_weight=fo_weight, seed=seed, resolution=resolution, resume=resume,
-                                    progress=progress)
+                                    progress=progress, checkpoint_every=checkpoint_every)
             typer.echo(f"{name}: {res.model_dir} (for classifier {res.classifier_hash}; {res.wall_s:.0f} s)")
 
         what = ("a concept-disentangled generator (DISSECT, Ghandeharioun et al.)" if name == "dissect"
