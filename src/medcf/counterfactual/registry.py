@@ -24,6 +24,7 @@ from dataclasses import dataclass
 from medcf.benchmark.backbones import prepare_latent_probe, prepare_latent_shift
 from medcf.counterfactual import cyclegan, diffusion, gvr, icam, latent_probe, latent_shift, vagan
 from medcf.train.cyclegan import prepare_cyclegan
+from medcf.train.gan_prepare import prepare_gvr, prepare_vagan
 from medcf.train.icam import prepare_icam
 
 
@@ -62,11 +63,11 @@ METHODS: dict[str, MethodSpec] = {
         gvr.build, ("encoder",),
         "a 'dcgan-generator' run (medcf train gan) with --encoder (medcf train gan-encoder), or a "
         "'stylegan2-generator' with its encoder (medcf train encoder)",
-        config_class=gvr.GVRConfig),
+        config_class=gvr.GVRConfig, prepare=prepare_gvr),
     "vagan": MethodSpec(
         vagan.build, ("max_steps",),
         "a 'vagan-map' run (medcf train vagan); it explains the data's class difference, not the classifier",
-        tasks=("opacity",), config_class=vagan.VAGANExplainConfig),
+        tasks=("opacity",), config_class=vagan.VAGANExplainConfig, prepare=prepare_vagan),
     "diffusion": MethodSpec(
         diffusion.builder("fast"), ("step_size", "max_steps"),
         "a 'diffusion' run (medcf train diffusion) or a diffusers UNet2DModel folder",
