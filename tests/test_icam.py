@@ -141,11 +141,11 @@ def test_icam_losses_by_hand():
     assert float(t["self_rec"]) == pytest.approx(0.1)
     assert float(t["cycle"]) == pytest.approx(0.3)
     assert float(t["kl"]) == pytest.approx(0.5)                # mean_a = 1: 1/2 per dimension
-    assert float(t["cls"]) == pytest.approx(4 * LOG2)
+    assert float(t["cls"]) == pytest.approx(2 * LOG2)         # real a and b codes
     assert float(t["content_adv"]) == pytest.approx(2 * LOG2)  # BCE(0, 0.5) = log 2
     w = ICAMWeights()
     expected = (w.adv * 0.5 + w.adv_cls * 2 * LOG2 + w.self_rec * 0.1 + w.cycle * 0.3 + w.kl * 0.5
-                + w.cls * 4 * LOG2 + w.content_adv * 2 * LOG2)
+                + w.cls * 2 * LOG2 + w.content_adv * 2 * LOG2)
     assert float(t["total"]) == pytest.approx(expected)
 
 

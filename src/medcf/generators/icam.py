@@ -251,7 +251,7 @@ class ICAMOutputs:
     cross_a: Tensor         # G(c_b, z_a)
     cycle_a: Tensor         # G(Ec(cross_b), Ea(cross_a)) ~ a (cross-cycle)
     cycle_b: Tensor         # G(Ec(cross_a), Ea(cross_b)) ~ b
-    mean_cross_b: Tensor    # attribute mean of cross_b (should be classified B)
+    mean_cross_b: Tensor    # attribute mean of cross_b (~ b's attribute)
     mean_cross_a: Tensor
 
 
@@ -340,7 +340,7 @@ class ICAMWeights:
     self_rec: float = 10.0      # L1 self reconstruction
     cycle: float = 10.0         # L1 cross-cycle reconstruction
     kl: float = 0.01            # KL of the attribute code (per attribute dimension)
-    cls: float = 1.0            # attribute classification (real and cross attribute means)
+    cls: float = 1.0            # attribute classification (ICAM's classifier on the real images' codes)
     content_adv: float = 1.0    # make the content code useless to the content discriminator
 
 
@@ -365,8 +365,9 @@ def icam_losses(out: ICAMOutputs, model: nn.Module, d_img: nn.Module, d_content:
         "self_rec": (out.self_a - a).abs().mean() + (out.self_b - b).abs().mean(),
         "cycle": (out.cycle_a - a).abs().mean() + (out.cycle_b - b).abs().mean(),
         "kl": kl_divergence(out.mean_a, out.logvar_a) + kl_divergence(out.mean_b, out.logvar_b),
-        "cls": bce(model.classify(out.mean_a), zeros) + bce(model.classify(out.mean_b), ones)
-        + bce(model.classify(out.mean_cross_b), ones) + bce(model.classify(out.mean_cross_a), zeros),
+        # ICAM's classifier on the real images' attribute codes only: the swapped images' codes
+        # would contradict it while the decoder still ignores the attribute (early training)
+        "cls": bce(model.classify(out.mean_a), zeros) + bce(model.classify(out.mean_b), ones),
         "content_adv": bce(d_content(out.content_a), 0.5 * ones) + bce(d_content(out.content_b), 0.5 * ones),
     }
     t["total"] = sum(getattr(w, k) * v for k, v in t.items())
