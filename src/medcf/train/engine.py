@@ -297,8 +297,8 @@ class Trainer:
         run_dir, state_path = self.run_dir, self.run_dir / STATE_NAME
         if resume:
             if not state_path.is_file():
-                raise CheckpointError(f"{state_path}: no training state to resume "
-                                      "(start a new run with resume=False)")
+                raise CheckpointError(f"{state_path}: no training state to resume; start a new run "
+                                      "without --resume (resume=False)")
             state = load_torch_state(state_path)
             self._check_compatible(state, state_path)
         else:
