@@ -11,6 +11,7 @@ import torch
 from medcf.benchmark.shortcut import (
     ShortcutPlan,
     _WithTokenFlag,
+    corner_share,
     marker_figures,
     run_shortcut_study,
 )
@@ -34,6 +35,15 @@ def test_marker_figures_by_hand():
     assert math.isnan(none["marker_change"]) and none["marker_wrong"] == 0.0
 
 
+def test_corner_share_by_hand():
+    x = torch.zeros(3, 1, 10, 10)
+    cf = x.clone()
+    cf[0, :, 8:, 8:] = 0.5          # all of the change in the last 2 rows and columns
+    cf[1] = 0.3                     # uniform change: the corner holds 4 of 100 pixels
+    # query 2: no change at all -> 0
+    torch.testing.assert_close(corner_share(x, cf), torch.tensor([1.0, 0.04, 0.0]))
+
+
 def test_detector_data_gets_the_token_as_a_fourth_object():
     base = SyntheticDataset(SynthConfig(resolution=32, spurious_rate=0.5, spurious_negative_rate=0.5), n=12)
     ds = _WithTokenFlag(base)
@@ -54,6 +64,7 @@ def test_tiny_study_writes_its_files_reuses_models_and_refuses_another_plan(tmp_
     for name in ("shortcut", "clean"):
         figs = res.explainer[name]
         assert 0.0 <= figs["validity"] <= 1.0 and 0.0 <= figs["ctr_toward"] <= 1.0
+        assert 0.0 <= figs["corner_share"] <= 1.0 and -1.0 <= figs["marker_prob_toward"] <= 1.0
         for key in ("acc_shortcut", "acc_decorrelated", "acc_anti"):
             assert 0.0 <= res.classifiers[name][key] <= 1.0
     assert res.explainer["queries"]["n"] == 4

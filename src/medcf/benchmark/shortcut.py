@@ -15,6 +15,9 @@ counterfactuals:
   ``marker_change`` = among queries where it could happen (target positive and
   no token in x, or target negative and a token in x), the fraction whose
   counterfactual gains / loses the token as the target implies;
+- ``marker_prob_toward``: the detector's token probability change in the target's direction
+  (mean over all queries); ``corner_share``: the share of ``sum |x_cf - x|`` in the lower-right
+  corner where the token is drawn (``CORNER`` = last 20 % of rows and columns, 4 % of the area);
 - the CTR regressor: ``ctr_toward`` (CTR moves toward the target class),
   ``ctr_cross`` (crosses 0.5 as the target implies, ``clinical_metrics``'s
   ``crossed``) and ``ctr_change`` (mean CTR change toward the target).
@@ -60,6 +63,7 @@ CLASSIFIERS = ("shortcut", "clean")
 TOKEN = "spurious"                      # the detector's output for the marker
 TEST_OFFSET = 10_000_000                # test indices: disjoint from training ones
 QUERY_OFFSET = 20_000_000
+CORNER = 0.2                            # the token lies in the last 20 % of rows and columns
 
 
 @dataclass(frozen=True)
@@ -187,11 +191,31 @@ def _batches(ds: Dataset, batch: int) -> list[dict[str, Tensor]]:
 
 
 @torch.no_grad()
-def _token_present(detector, x: Tensor) -> Tensor:  # [B, 1, H, W] -> [B] bool
+def _token_logit(detector, x: Tensor) -> Tensor:  # [B, 1, H, W] -> [B] the detector's token logit
     from medcf.eval._common import run
 
     col = list(detector.class_names).index(TOKEN)
-    return run(detector, x)[:, col] > 0
+    return run(detector, x)[:, col]
+
+
+def _token_present(detector, x: Tensor) -> Tensor:  # [B, 1, H, W] -> [B] bool
+    return _token_logit(detector, x) > 0
+
+
+def corner_share(x: Tensor, cf: Tensor, frac: float = CORNER) -> Tensor:  # [B, C, H, W] x2 -> [B]
+    """Share of the change ``sum |cf - x|`` that lies in the lower-right corner where the token is
+    drawn (the last ``frac`` of rows and columns: ``frac**2`` of the image's area).
+
+    Example:
+        >>> x = torch.zeros(1, 1, 10, 10); cf = x.clone(); cf[..., 9, 9] = 1.0
+        >>> float(corner_share(x, cf))
+        1.0
+    """
+    d = (cf - x).abs().sum(1)                                 # [B, H, W]
+    h, w = d.shape[-2:]
+    r0, c0 = h - max(1, round(frac * h)), w - max(1, round(frac * w))
+    total = d.sum((1, 2))
+    return torch.where(total > 0, d[:, r0:, c0:].sum((1, 2)) / total.clamp_min(1e-12), torch.zeros_like(total))
 
 
 def marker_figures(token_x: Tensor, token_cf: Tensor, target: Tensor, positive_class: int = 1) -> dict[str, float]:
@@ -252,7 +276,13 @@ def _explain_all(out: Path, plan: ShortcutPlan, device: str, progress: bool):
         target = torch.cat([c.target.cpu() for c in cfs[name]])
         flipped = torch.cat([c.flipped.cpu() for c in cfs[name]])
         fig = {"validity": float(flipped.float().mean())}
-        fig.update(marker_figures(_token_present(detector, orig), _token_present(detector, cf_img), target))
+        logit_x, logit_cf = _token_logit(detector, orig), _token_logit(detector, cf_img)
+        fig.update(marker_figures(logit_x > 0, logit_cf > 0, target))
+        # continuous views: the detector's token probability moved toward the target (+ = gained for
+        # target positive, lost for target negative), and the share of the change in the token's corner
+        sign = (target == 1).float() * 2 - 1
+        fig["marker_prob_toward"] = float((sign * (torch.sigmoid(logit_cf) - torch.sigmoid(logit_x))).mean())
+        fig["corner_share"] = float(corner_share(orig, cf_img).mean())
         ctr_figs = [clinical_metrics(c, ctr) for c in cfs[name]]
         weights = np.array([len(c) for c in cfs[name]], float)
         for key, out_key in (("toward_target", "ctr_toward"), ("crossed", "ctr_cross"),
@@ -278,6 +308,9 @@ def _markdown(acc, figs, judges, plan: ShortcutPlan) -> str:
             ("  marker added (target positive, no token in x)", lambda n: figs[n]["marker_added"]),
             ("  marker removed (target negative, token in x)", lambda n: figs[n]["marker_removed"]),
             ("marker changed against the target", lambda n: figs[n]["marker_wrong"]),
+            ("detector's P(token) moved toward the target, mean", lambda n: figs[n]["marker_prob_toward"]),
+            (f"share of the change in the token's corner ({CORNER:.0%} x {CORNER:.0%} of the image)",
+             lambda n: figs[n]["corner_share"]),
             ("CTR moves toward the target", lambda n: figs[n]["ctr_toward"]),
             ("CTR crosses 0.5 as the target implies", lambda n: figs[n]["ctr_cross"]),
             ("mean CTR change toward the target", lambda n: figs[n]["ctr_change"]),
@@ -304,8 +337,8 @@ def _figure(path: Path, cfs: dict, figs: dict, k: int = 4) -> Path:
     target = torch.cat([c.target for c in cfs["shortcut"]]).cpu()
     pick = [int(i) for i in torch.nonzero(target == 0)[: k // 2, 0]] + \
            [int(i) for i in torch.nonzero(target == 1)[: k - k // 2, 0]]
-    fig = Figure(figsize=(1.6 * len(pick) + 4.2, 8.0), dpi=100)
-    left, right = fig.subfigures(1, 2, width_ratios=[1.6 * len(pick), 4.2])
+    fig = Figure(figsize=(1.6 * len(pick) + 5.0, 8.0), dpi=100)
+    left, right = fig.subfigures(1, 2, width_ratios=[1.6 * len(pick), 5.0])
     axes = left.subplots(5, len(pick), squeeze=False)
     rows = [("input", orig, "gray"), ("shortcut clf: cf", short, "gray"), ("shortcut: cf - x", short - orig, "bwr"),
             ("clean clf: cf", clean, "gray"), ("clean: cf - x", clean - orig, "bwr")]
@@ -320,13 +353,15 @@ def _figure(path: Path, cfs: dict, figs: dict, k: int = 4) -> Path:
                 ax.set_ylabel(label, fontsize=8)
         axes[0, j].set_title("to " + ("cardiomegaly" if int(target[i]) else "normal"), fontsize=8)
     ax = right.subplots(1, 1)
-    keys = [("marker_change", "marker added/\nremoved"), ("ctr_toward", "CTR toward\ntarget"),
+    keys = [("marker_change", "marker added/\nremoved"), ("marker_prob_toward", "P(token)\ntoward target"),
+            ("corner_share", "change in the\ntoken's corner"), ("ctr_toward", "CTR toward\ntarget"),
             ("ctr_cross", "CTR crosses\n0.5")]
     xs = np.arange(len(keys))
     for off, name, colour in ((-0.18, "shortcut", "tab:red"), (0.18, "clean", "tab:blue")):
         ax.bar(xs + off, [figs[name][k_] for k_, _ in keys], width=0.36, color=colour, label=f"{name} classifier")
-    ax.set_xticks(xs, [lbl for _, lbl in keys], fontsize=8)
-    ax.set_ylim(0, 1.05)
+    ax.set_xticks(xs, [lbl for _, lbl in keys], fontsize=7)
+    ax.axhline(0.0, color="black", linewidth=0.5)
+    ax.set_ylim(min(0.0, *(figs[n][k_] for n in CLASSIFIERS for k_, _ in keys)) - 0.05, 1.05)
     ax.set_ylabel("fraction of counterfactuals")
     ax.legend(fontsize=8, loc="upper center")
     ax.set_title("Latent Shift counterfactuals", fontsize=9)
