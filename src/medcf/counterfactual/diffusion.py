@@ -22,7 +22,9 @@ query's final image does not reach the target, its denoising is rerun with the
 guidance multiplied by ``escalate`` (up to ``max_tries`` runs), as DiME does.
 
 The path (for the GIF) is the input, then the guided x0-hat after every step, then the
-final sample; the counterfactual is chosen along it by the shared ``take_at`` rule.
+final sample. The counterfactual is the final sample (``take="final"``; the input when it
+already reaches ``take_at``), or, with ``take="trajectory"``, the first frame of the path
+reaching ``take_at`` by the shared rule (early x0-hat frames are blurry).
 
 Example:
     >>> from medcf.generators.diffusion import load_diffusion
@@ -50,6 +52,7 @@ from medcf.generators.diffusion import KIND, DiffusionModel, check_diffusion_inp
 from medcf.types import Counterfactual, Target
 
 MODES = ("fast", "masked", "dime")
+TAKES = ("final", "trajectory")
 
 
 @dataclass(frozen=True)
@@ -57,7 +60,7 @@ class DiffusionCFConfig(PathConfig):
     mode: str = "fast"                # fast | masked | dime
     t0: float = 0.4                   # start noise level: fraction of the training schedule
     steps: int = 20                   # DDIM steps from t0 back to 0
-    guidance: float = 0.15            # classifier push on x0-hat per step (RMS pixel units)
+    guidance: float = 0.05            # classifier push on x0-hat per step (RMS pixel units)
     l1: float = 0.3                   # L1 pull toward the input, relative to the classifier push
     lpips: float = 0.0                # LPIPS pull (relative; needs the LPIPS weights, `medcf weights`)
     escalate: float = 2.0             # guidance multiplier for queries that did not reach the target
@@ -65,6 +68,8 @@ class DiffusionCFConfig(PathConfig):
     mask_threshold: float = 0.25      # masked: |difference| >= this fraction of its per-image maximum
     mask_dilate: int = 2              # masked: dilation radius of the mask in pixels
     seed: int = 0                     # noise used to reach t0
+    take: str = "final"               # final: the denoised sample (or the input if already there);
+                                      # trajectory: the shared take_at rule over every x0-hat frame
     progress: bool = False            # a tqdm bar over denoising steps
 
     def __post_init__(self):
@@ -79,6 +84,8 @@ class DiffusionCFConfig(PathConfig):
                              f"{self.steps}, {self.max_tries}, {self.mask_dilate}")
         if self.guidance < 0 or self.l1 < 0 or self.lpips < 0 or self.escalate < 1:
             raise ValueError(f"{where}: guidance, l1, lpips >= 0 and escalate >= 1 required")
+        if self.take not in TAKES:
+            raise ValueError(f"{where}.take: expected one of {list(TAKES)}, got {self.take!r}")
         if not 0.0 < self.mask_threshold <= 1.0:
             raise ValueError(f"{where}.mask_threshold: must lie in (0, 1], got {self.mask_threshold}")
 
@@ -280,7 +287,17 @@ class DiffusionCF(Explainer):
             calls += more
             path = torch.cat([x[None], frames, final[None]])                  # [steps + 2, B, C, H, W]
             info.update(unet_calls=calls, guidance=scale.tolist())
-            return self.from_path(x, t, path, info=info, start_time=start)
+            if cfg.take == "trajectory":
+                return self.from_path(x, t, path, info=info, start_time=start)
+            # the input or the final sample, by the shared rule; the whole trajectory for the GIF
+            cf = self.from_path(x, t, path[[0, -1]], info=info, start_time=start)
+            with torch.no_grad():
+                path_log_odds = torch.stack([self.log_odds(f, t) for f in path])
+        cf.info["frame_index"] = [0 if i == 0 else path.shape[0] - 1 for i in cf.info["frame_index"]]
+        cf.info["n_frames"] = [int(path.shape[0])] * x.shape[0]  # per query, as from_path
+        if not cfg.keep_path:
+            return cf
+        return dataclasses.replace(cf, path=path.detach(), path_probs=torch.sigmoid(path_log_odds))
 
 
 # ----------------------------------------------------------------------------- building from checkpoints
