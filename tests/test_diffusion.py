@@ -182,7 +182,9 @@ def test_masked_mode_keeps_every_pixel_outside_the_mask_bit_identical():
     kw = dict(steps=5, t0=0.5, guidance=0.3, max_tries=1, mask_threshold=0.7, mask_dilate=1)
     clf = linear_classifier()
     first = DiffusionCF(model=tiny(), classifier=clf, config=DiffusionCFConfig(mode="fast", **kw)).explain(x, 1)
-    mask = change_mask(x, first.path[-1], 0.7, 1).expand_as(x)
+    kw0 = {**kw, "guidance": 0.0}
+    plain = DiffusionCF(model=tiny(), classifier=clf, config=DiffusionCFConfig(mode="fast", **kw0)).explain(x, 1)
+    mask = change_mask(plain.path[-1], first.path[-1], 0.7, 1).expand_as(x)   # the guidance's change
     assert 0.05 < mask.float().mean() < 0.95                     # a real partial mask
     cf = DiffusionCF(model=tiny(), classifier=clf, config=DiffusionCFConfig(mode="masked", **kw)).explain(x, 1)
     assert torch.equal(cf.counterfactual[~mask], x[~mask])

@@ -10,8 +10,9 @@ One explainer, three modes (``DiffusionCFConfig.mode``):
 - ``dime`` (DiME, Jeanneret et al. 2022): the same, but the gradient is taken on an
   x0-hat from an inner unguided DDIM run to 0 at every step (O(steps^2) UNet calls),
   the quality/speed reference.
-- ``masked`` (ACE/FastDiME-style): a first ``fast`` pass gives a difference map; it is
-  thresholded and dilated into a mask, and a second guided pass regenerates only
+- ``masked`` (ACE/FastDiME-style): a first ``fast`` pass, compared with an unguided
+  denoising from the same noise, gives the change the guidance made (not the backbone's
+  reconstruction error); it is thresholded and dilated into a mask, and a second guided pass regenerates only
   inside the mask (RePaint-style: outside, x_t is the input noised with the same
   noise). Every pixel outside the mask is the input, bit for bit.
 
@@ -280,7 +281,9 @@ class DiffusionCF(Explainer):
             calls = 0
             if cfg.mode == "masked":
                 first, _, _, calls = self._escalated(x, t, noise, None, labels)
-                m1 = change_mask(x, first, cfg.mask_threshold, cfg.mask_dilate)  # [B, 1, H, W]
+                plain = self._denoise(x, t, noise, torch.zeros(x.shape[0], device=x.device), None, labels)
+                calls += plain.calls                                          # unguided, same noise:
+                m1 = change_mask(plain.final, first, cfg.mask_threshold, cfg.mask_dilate)  # the guidance's change
                 mask = m1.expand_as(x)
                 info["mask_fraction"] = m1.float().flatten(1).mean(1).tolist()
             final, frames, scale, more = self._escalated(x, t, noise, mask, labels)
