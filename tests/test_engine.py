@@ -128,6 +128,32 @@ def test_ema_matches_closed_form():
         EMA(net, decay=1.0)
 
 
+def test_ema_foreach_update_is_bit_identical_to_the_per_parameter_loop():
+    # random weights and decays that change per step (as the StyleGAN2 ramp-up does);
+    # a half-precision parameter and a batch-norm buffer take the other paths
+    torch.manual_seed(0)
+    net = nn.Sequential(nn.Conv2d(3, 8, 3), nn.BatchNorm2d(8), nn.Linear(4, 5))
+    net[2].half()
+    ema = EMA(net, decay=0.9)
+    reference = {k: v.clone() for k, v in ema.module.state_dict().items()}
+    for step, decay in enumerate((0.0, 0.3, 0.91, 0.999, 0.5)):
+        with torch.no_grad():
+            for p in net.parameters():
+                p.add_(torch.randn_like(p))
+            net[1].running_mean.add_(1.0)
+            net[1].num_batches_tracked.add_(1)
+        ema.decay = decay
+        ema.update(net)
+        for name, p in net.named_parameters():  # the loop EMA.update replaced
+            reference[name].lerp_(p.detach(), 1.0 - decay)
+        for name, b in net.named_buffers():
+            reference[name].copy_(b)
+        got = ema.module.state_dict()
+        for k, v in reference.items():
+            assert got[k].dtype == v.dtype and torch.equal(got[k], v), (step, k)
+    assert ema.num_updates == 5 and int(got["1.num_batches_tracked"]) == 5
+
+
 def test_rng_state_survives_weights_only_roundtrip(tmp_path):
     torch.manual_seed(1)
     np.random.seed(2)

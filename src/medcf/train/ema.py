@@ -18,7 +18,7 @@ import copy
 from typing import Any
 
 import torch
-from torch import nn
+from torch import Tensor, nn
 
 from medcf.errors import CheckpointError, MedcfError
 
@@ -33,26 +33,50 @@ class EMA:
         self.num_updates = 0
         self.module = copy.deepcopy(model).eval()
         self.module.requires_grad_(False)
+        self._cache: tuple[Any, Any] | None = None  # see _pairs
 
     @torch.no_grad()
     def update(self, model: nn.Module) -> None:
-        """Blend the current weights of ``model`` (same architecture, unwrapped) into the average."""
-        ema_params = dict(self.module.named_parameters())
-        for name, p in model.named_parameters():
-            e = ema_params[name]
+        """Blend the current weights of ``model`` (same architecture, unwrapped) into the average.
+
+        Vectorised: one ``torch._foreach_lerp_`` over the floating-point parameters whose
+        dtype matches (bit-identical to ``e.lerp_(p, 1 - decay)`` per parameter), one
+        ``torch._foreach_copy_`` for the buffers; other parameters go one by one.
+        """
+        lerp_e, lerp_p, copies = self._pairs(model)
+        if lerp_e:
+            torch._foreach_lerp_(lerp_e, lerp_p, 1.0 - self.decay)
+        for e, p in copies:  # non-float parameters, or a dtype that differs from the average's
             if e.dtype.is_floating_point:
                 e.lerp_(p.detach().to(e.dtype), 1.0 - self.decay)
             else:
                 e.copy_(p.detach())
         ema_buffers = dict(self.module.named_buffers())
+        dst, src = [], []
         for name, b in model.named_buffers():
             if name in ema_buffers:
-                ema_buffers[name].copy_(b.detach())
+                dst.append(ema_buffers[name])
+                src.append(b.detach())
+        if dst:
+            torch._foreach_copy_(dst, src)
         self.num_updates += 1
 
-    def to(self, device: torch.device | str) -> EMA:
-        self.module.to(device)
-        return self
+    def _pairs(self, model: nn.Module) -> tuple[list[Tensor], list[Tensor], list[tuple[Tensor, Tensor]]]:
+        """(average params, model params) for the foreach lerp, and the other pairs; cached per model."""
+        key = id(model)  # Parameter objects survive .to() (it swaps .data); EMA.to() clears the cache
+        if self._cache is not None and self._cache[0] == key:
+            return self._cache[1]
+        ema_params = dict(self.module.named_parameters())
+        lerp_e, lerp_p, copies = [], [], []
+        for name, p in model.named_parameters():
+            e = ema_params[name]
+            if e.dtype.is_floating_point and p.dtype == e.dtype and p.device == e.device:
+                lerp_e.append(e)
+                lerp_p.append(p)  # read under no_grad
+            else:
+                copies.append((e, p))
+        self._cache = (key, (lerp_e, lerp_p, copies))
+        return self._cache[1]
 
     def state_dict(self) -> dict[str, Any]:
         return {"decay": self.decay, "num_updates": self.num_updates,
