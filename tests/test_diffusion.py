@@ -80,7 +80,7 @@ def test_one_training_step_is_finite_and_changes_the_weights(num_classes):
     assert all(torch.isfinite(p.grad).all() for p in model.parameters() if p.grad is not None)
     opt.step()
     assert all(torch.isfinite(p).all() for p in model.parameters())
-    assert any(not torch.equal(a, p) for a, p in zip(before, model.parameters()))
+    assert any(not torch.equal(a, p) for a, p in zip(before, model.parameters(), strict=True))
 
 
 def test_saved_model_is_a_diffusers_folder_and_a_medcf_checkpoint(tmp_path, capsys):
@@ -146,7 +146,7 @@ def test_resume_is_bit_identical_to_an_uninterrupted_run(tmp_path):
     assert straight.last_loss is not None and resumed.steps == 4
     a, b = load_diffusion(tmp_path / "a"), load_diffusion(tmp_path / "b")
     assert a.config.class_names == ("normal", "abnormal")
-    for (name, p), q in zip(a.state_dict().items(), b.state_dict().values()):
+    for (name, p), q in zip(a.state_dict().items(), b.state_dict().values(), strict=True):
         assert torch.equal(p, q), name
 
 

@@ -242,8 +242,8 @@ class DiffusionCF(Explainer):
         todo = torch.arange(b, device=x.device)
         final, frames, calls = None, None, 0
         for attempt in range(cfg.max_tries):
-            sub = lambda v: None if v is None else v[todo]  # noqa: E731
-            run = self._denoise(x[todo], target[todo], noise[todo], scale[todo], sub(mask), sub(labels))
+            run = self._denoise(x[todo], target[todo], noise[todo], scale[todo],
+                                None if mask is None else mask[todo], None if labels is None else labels[todo])
             calls += run.calls
             if final is None:
                 final, frames = run.final.clone(), run.frames.clone()
@@ -365,9 +365,9 @@ def builder(mode: str):
 
 # what `medcf benchmark` trains when the profile has no [methods.diffusion*] table: sized for the
 # quick profile (32 px, minutes on 2 CPU cores); a profile table overrides every key
-BENCH_DEFAULTS = {"widths": [16, 32, 32], "layers_per_block": 1, "attention": False, "steps": 300,
+BENCH_DEFAULTS = {"widths": [16, 32, 32], "layers_per_block": 1, "attention": False, "steps": 200,
                   "batch_size": 16, "lr": 5e-4}
-BENCH_EXPLAIN = {"steps": 10, "max_tries": 2}
+BENCH_EXPLAIN = {"steps": 8, "max_tries": 2}
 
 
 def prepare_benchmark(data_dir, out_dir, *, classifier_dir, task: str, profile: dict[str, Any],
