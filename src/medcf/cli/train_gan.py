@@ -88,7 +88,7 @@ def register(app: typer.Typer) -> None:
         out: Path = _COMMON["out"](),
         steps: int = typer.Option(2000, "--steps", help="Map-generator updates."),
         n_critic: int = typer.Option(5, "--n-critic", help="Critic updates per map update."),
-        l1_weight: float = typer.Option(100.0, "--l1-weight", help="Weight of mean|M(x)|."),
+        l1_weight: float = typer.Option(10.0, "--l1-weight", help="Weight of mean|M(x)| (see docs/vagan.md)."),
         gp_weight: float = typer.Option(10.0, "--gp-weight", help="WGAN-GP gradient-penalty weight."),
         batch_size: int = typer.Option(32, "--batch-size", help="Image pairs per step."),
         lr: float = typer.Option(1e-4, "--lr", help="Adam learning rate."),

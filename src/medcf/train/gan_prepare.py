@@ -27,7 +27,7 @@ GVR_DEFAULTS = {"loss": "wgan-gp", "steps": 50, "n_critic": 2, "batch_size": 16,
                 "base_channels": 16, "encoder_steps": 60, "encoder_batch_size": 16}
 GVR_EXPLAIN = {"max_steps": 40, "step_size": 0.05}
 VAGAN_DEFAULTS = {"steps": 40, "n_critic": 2, "batch_size": 16, "base_channels": 8, "depth": 2,
-                  "critic_channels": 8, "l1_weight": 100.0, "snapshots": 2}
+                  "critic_channels": 8, "l1_weight": 10.0, "snapshots": 2}
 SOURCE_TARGET = {"opacity": ("opacity", "clear"), "cardiomegaly": ("cardiomegaly", "normal")}
 
 

@@ -136,7 +136,7 @@ def train_vagan(
     steps: int = 2000,                      # map-generator updates
     n_critic: int = 5,                      # critic updates per map update
     gp_weight: float = 10.0,
-    l1_weight: float = 100.0,               # weight of mean|M(x)|
+    l1_weight: float = 10.0,                # weight of mean|M(x)| (100 collapsed M to ~0 here: docs/vagan.md)
     batch_size: int = 32,
     lr: float = 1e-4,
     base_channels: int = 16,
