@@ -261,6 +261,45 @@ def test_fit_writes_run_layout_stats_hooks_and_ema(tmp_path):
     assert info["config"]["steps"] == 10 and info["run_info"] == {"recipe": "test"}
 
 
+def test_tensor_stats_log_exactly_like_floats_including_across_a_resume(tmp_path):
+    """A step_fn may return 0-dim tensors (summed on the device, read every log_every steps):
+    stats.jsonl equals the one of the same step_fn returning floats, resumed mid-interval too."""
+
+    def step_fn_of(as_tensor, crash_at=None):
+        def step_fn(tr, batch):
+            if tr.step == crash_at:
+                raise KeyboardInterrupt  # a kill after the checkpoint at step 6
+            loss = (tr.models["model"](batch["image"]) - 1.0).pow(2).mean()
+            tr.optimizers["model"].zero_grad(set_to_none=True)
+            tr.backward(loss)
+            tr.optimizers["model"].step()
+            out = {"loss": loss.detach(), "third": loss.detach() / 3}
+            if tr.step % 2:
+                out["odd"] = torch.tensor(float(tr.step), dtype=torch.float32)  # logged on some steps
+            return out if as_tensor else {k: v.item() for k, v in out.items()}
+        return step_fn
+
+    def records(run):
+        return [{k: v for k, v in json.loads(s).items() if k not in ("img_per_s", "elapsed")}
+                for s in (run / "stats.jsonl").read_text().splitlines()]
+
+    make_trainer(tmp_path / "f", steps=9, log_every=4, step_fn=step_fn_of(False)).fit()
+    make_trainer(tmp_path / "t", steps=9, log_every=4, step_fn=step_fn_of(True)).fit()
+    floats, tensors = records(tmp_path / "f"), records(tmp_path / "t")
+    assert [r["step"] for r in floats] == [4, 8, 9] and "odd" in floats[0]
+    assert tensors == floats                                   # exact, not approximately
+    # killed after the checkpoint at step 6 (mid interval 5..8), resumed: the interval's sums
+    # were saved as plain floats and the step-8 line still covers steps 5..8
+    with pytest.raises(KeyboardInterrupt):
+        make_trainer(tmp_path / "r", steps=9, log_every=4, checkpoint_every=6,
+                     step_fn=step_fn_of(True, crash_at=6)).fit()
+    saved = torch.load(tmp_path / "r" / "train_state.pt", weights_only=True)["log"]
+    assert all(type(v) is float for v in saved["sums"].values()) and saved["steps"] == 2
+    make_trainer(tmp_path / "r", steps=9, log_every=4, checkpoint_every=6,
+                 step_fn=step_fn_of(True)).fit(resume=True)
+    assert records(tmp_path / "r") == floats
+
+
 def test_fit_refuses_existing_run_and_resume_without_state(tmp_path):
     run = tmp_path / "run"
     make_trainer(run, steps=2).fit()

@@ -124,7 +124,9 @@ class Hook:
             raise MedcfError(f"Hook.every must be an integer >= 1, got {self.every!r}")
 
 
-StepFn = Callable[["Trainer", dict[str, Tensor]], Mapping[str, float]]
+# step_fn returns floats or 0-dim tensors; tensors are summed on the device and read only
+# every log_every steps (no host sync per step)
+StepFn = Callable[["Trainer", dict[str, Tensor]], Mapping[str, float | Tensor]]
 
 
 class Trainer:
@@ -386,7 +388,7 @@ class Trainer:
             "rng": rngs,
             "scaler": self.accelerator.scaler.state_dict() if self.accelerator.scaler else None,
             "extra": self.extra_state.state_dict() if self.extra_state is not None else None,
-            "log": {"sums": dict(self._acc), "counts": dict(self._acc_n), "steps": self._acc_steps},
+            "log": {"sums": self._acc_floats(), "counts": dict(self._acc_n), "steps": self._acc_steps},
             "elapsed": self._elapsed(),
         }
 
@@ -464,14 +466,28 @@ class Trainer:
 
     def _accumulate(self, losses: Mapping[str, Any] | None) -> None:
         for k, v in (losses or {}).items():
-            self._acc[k] = self._acc.get(k, 0.0) + float(v)
+            if isinstance(v, Tensor):  # 0-dim: summed on its device (float64 where it exists), no sync
+                v = v.detach().to(torch.float32 if v.device.type == "mps" else torch.float64)
+            else:
+                v = float(v)
+            self._acc[k] = self._acc.get(k, 0.0) + v
             self._acc_n[k] = self._acc_n.get(k, 0) + 1
         self._acc_steps += 1
 
+    def _acc_floats(self) -> dict[str, float]:
+        """The interval sums as floats: device-side sums are read here, in one transfer."""
+        out = {k: v for k, v in self._acc.items() if not isinstance(v, Tensor)}
+        dev = [k for k, v in self._acc.items() if isinstance(v, Tensor)]
+        if dev:
+            where = self._acc[dev[0]].device
+            out.update(zip(dev, torch.stack([self._acc[k].to(where) for k in dev]).tolist(), strict=True))
+        return out
+
     def _interval_stats(self) -> dict[str, Any]:
         now = time.perf_counter()
-        keys = sorted(self._acc)
-        means = [self._acc[k] / max(self._acc_n.get(k, 0), 1) for k in keys]  # over steps that logged k
+        sums = self._acc_floats()
+        keys = sorted(sums)
+        means = [sums[k] / max(self._acc_n.get(k, 0), 1) for k in keys]  # over steps that logged k
         if self.world_size > 1 and keys:  # average over ranks (same keys on every rank)
             t = self.accelerator.reduce(torch.tensor(means, device=self.device), "mean")
             means = t.tolist()
