@@ -100,29 +100,52 @@ def ema_beta(step: int, batch_size: int, ema_kimg: float, rampup: float | None) 
 
 
 class GANState:
-    """Resume state beyond models/optimizers: ADA p and its sign accumulator, the PL mean."""
+    """Resume state beyond models/optimizers: ADA p and its sign accumulator, the PL mean.
+
+    While training, ``sign_sum``, ``pl_mean`` and the ``last`` figures are 0-dim tensors on
+    the training device (no host sync per step; see :func:`_on`); ``p`` is mirrored on the
+    host, since only :meth:`set_p` changes it. ``state_dict`` holds plain floats.
+    """
 
     def __init__(self, augment: AugmentPipe | None):
         self.augment = augment
-        self.sign_sum = 0.0      # sum of sign(D(real)) since the last p adjustment
-        self.sign_count = 0      # number of real logits in sign_sum
-        self.pl_mean = 0.0       # running mean of path lengths
-        self.last: dict[str, float] = {}  # latest lazy-phase figures, reported every step
+        self._p = augment.get_p() if augment is not None else 0.0  # host copy of augment.p
+        self.sign_sum: Tensor | float = 0.0   # sum of sign(D(real)) since the last p adjustment
+        self.sign_count = 0                   # number of real logits in sign_sum
+        self.pl_mean: Tensor | float = 0.0    # running mean of path lengths
+        self.last: dict[str, Tensor | float] = {}  # latest lazy-phase figures, reported every step
 
     @property
     def p(self) -> float:
-        return self.augment.get_p() if self.augment is not None else 0.0
+        return self._p
+
+    def set_p(self, value: float) -> None:
+        """Set the augmentation probability (the buffer's float32 value is mirrored exactly)."""
+        if self.augment is not None:
+            self.augment.set_p(value)
+            self._p = float(torch.tensor(float(value), dtype=self.augment.p.dtype))
 
     def state_dict(self) -> dict[str, Any]:
-        return {"p": self.p, "sign_sum": self.sign_sum, "sign_count": self.sign_count,
-                "pl_mean": self.pl_mean, "last": dict(self.last)}
+        return {"p": self.p, "sign_sum": float(self.sign_sum), "sign_count": self.sign_count,
+                "pl_mean": float(self.pl_mean), "last": {k: float(v) for k, v in self.last.items()}}
 
     def load_state_dict(self, state: dict[str, Any]) -> None:
-        if self.augment is not None:
-            self.augment.set_p(float(state["p"]))
+        self.set_p(float(state["p"]))
         self.sign_sum, self.sign_count = float(state["sign_sum"]), int(state["sign_count"])
         self.pl_mean = float(state["pl_mean"])
         self.last = {k: float(v) for k, v in state.get("last", {}).items()}
+
+
+def _stat_dtype(device: torch.device) -> torch.dtype:
+    return torch.float32 if device.type == "mps" else torch.float64
+
+
+def _on(value: Tensor | float, device: torch.device) -> Tensor:
+    """A running statistic as a 0-dim tensor on ``device`` (float64 where the device has it)."""
+    dtype = _stat_dtype(device)
+    if isinstance(value, Tensor):
+        return value.to(device, dtype)
+    return torch.tensor(value, dtype=dtype, device=device)
 
 
 # ----------------------------------------------------------------------------- building blocks
@@ -144,9 +167,18 @@ def build_networks(channels: int, resolution: int, c_dim: int, *, z_dim: int, w_
 
 
 def lazy_adam(params, lr: float, every: int) -> torch.optim.Adam:
-    """Adam(betas=(0, 0.99)) with the lazy-regularisation correction for interval ``every``."""
+    """Adam(betas=(0, 0.99)) with the lazy-regularisation correction for interval ``every``.
+
+    The fused implementation where this torch has it for the parameters' device (CUDA, and
+    CPU since torch 2.4), else the multi-tensor (foreach) one.
+    """
+    params = list(params)
     ratio = every / (every + 1) if every > 0 else 1.0
-    return torch.optim.Adam(params, lr=lr * ratio, betas=(0.0, 0.99 ** ratio), eps=1e-8)
+    kw = dict(lr=lr * ratio, betas=(0.0, 0.99 ** ratio), eps=1e-8)
+    try:
+        return torch.optim.Adam(params, fused=True, **kw)
+    except (RuntimeError, ValueError, TypeError):
+        return torch.optim.Adam(params, foreach=True, **kw)
 
 
 def run_generator(G: Generator, z: Tensor, c: Tensor | None, gen: torch.Generator,
@@ -154,16 +186,19 @@ def run_generator(G: Generator, z: Tensor, c: Tensor | None, gen: torch.Generato
     """z [B, z_dim], c [B, K] | None -> (images [B, C, R, R], ws [B, num_ws, w_dim]).
 
     With probability ``style_mixing`` the layers from a random cutoff on take the
-    ws of a second latent (one cutoff per call, as in the official loop).
+    ws of a second latent (one cutoff per call). As in the official loop the second
+    latent is always mapped and the choice is made on the device (no host sync).
     """
-    ws = G.mapping(z, c)
+    ws = G.mapping(z, c)                                        # [B, num_ws, w_dim]
     if style_mixing > 0:
-        u = torch.rand([2], generator=gen, device=gen.device)
-        if float(u[0]) < style_mixing:
-            cutoff = 1 + int(float(u[1]) * (ws.shape[1] - 1))  # in [1, num_ws)
-            z2 = torch.randn(z.shape, generator=gen, device=gen.device).to(z.device)
-            ws2 = G.mapping(z2, c, skip_w_avg_update=True)
-            ws = torch.cat([ws[:, :cutoff], ws2[:, cutoff:]], dim=1)
+        n = ws.shape[1]
+        u = torch.rand([2], generator=gen, device=gen.device).to(z.device)
+        cutoff = 1 + (u[1] * (n - 1)).long()                   # in [1, num_ws)
+        cutoff = torch.where(u[0] < style_mixing, cutoff, n)   # n: no mixing
+        z2 = torch.randn(z.shape, generator=gen, device=gen.device).to(z.device)
+        ws2 = G.mapping(z2, c, skip_w_avg_update=True)
+        mix = torch.arange(n, device=z.device) >= cutoff      # [num_ws]
+        ws = torch.where(mix[None, :, None], ws2, ws)
     img = G.synthesis(ws, noise_mode="random", generator=gen)
     return img, ws
 
@@ -182,9 +217,11 @@ def _sync_grads(tr, module: nn.Module) -> None:
 
 def _one_hot(labels: Tensor, num_classes: int, where: str) -> Tensor:
     """labels [B] int64 -> c [B, K]; a label outside 0..K-1 (e.g. -1 = unlabelled) is an error."""
-    if labels.numel() and (int(labels.min()) < 0 or int(labels.max()) >= num_classes):
-        raise DataError(f"{where}: label {int(labels.min())}..{int(labels.max())} outside 0..{num_classes - 1}; "
-                        "conditional training needs every image labelled")
+    if labels.numel():
+        lo, hi = torch.stack(torch.aminmax(labels)).tolist()   # one read
+        if lo < 0 or hi >= num_classes:
+            raise DataError(f"{where}: label {lo}..{hi} outside 0..{num_classes - 1}; "
+                            "conditional training needs every image labelled")
     return F.one_hot(labels.long(), num_classes).float()
 
 
@@ -317,18 +354,18 @@ def train_stylegan2(
         return _one_hot(batch["label"], c_dim, where) if c_dim else None
 
     def run_D(Dnet: Discriminator, img: Tensor, c: Tensor | None, gen: torch.Generator) -> Tensor:
-        if augment is not None and augment.get_p() > 0:
+        if augment is not None and state.p > 0:
             img = augment(img, generator=gen)
         return Dnet(img, c)  # [B, 1]
 
-    def step_fn(tr, batch: dict[str, Tensor]) -> dict[str, float]:
+    def step_fn(tr, batch: dict[str, Tensor]) -> dict[str, Tensor | float]:
         G, D = tr.unwrap("G"), tr.unwrap("D")
         opt_G, opt_D = tr.optimizers["G"], tr.optimizers["D"]
         gen, dev = tr.generator, tr.device
         real = batch["image"]                                   # [B, C, R, R]
         real_c = labels_of(batch)                               # [B, K] | None
         b = real.shape[0]
-        if augment is not None:
+        if augment is not None and augment.p.device != dev:
             augment.to(dev)
 
         def latents(n: int) -> tuple[Tensor, Tensor | None]:    # z [n, z_dim], c [n, K] | None
@@ -340,7 +377,8 @@ def train_stylegan2(
         # 0. G_ema decay for this step: half-life ema_kimg, ramped up early in training
         if tr.ema is not None:
             tr.ema.decay = ema_beta(tr.step, tr.config.batch_size, ema_kimg, ema_rampup)
-        stats: dict[str, float] = {}
+        # figures stay on the device: the engine reads them every log_every steps
+        stats: dict[str, Tensor] = {}
 
         # 1. G main: non-saturating logistic loss on augmented fakes
         G.requires_grad_(True)
@@ -352,7 +390,7 @@ def train_stylegan2(
         tr.backward(loss_G)
         _sync_grads(tr, G)
         opt_G.step()
-        stats["loss_G"] = loss_G.item()
+        stats["loss_G"] = loss_G.detach()
 
         # 2. G path-length regularisation (lazy): |J_w^T y| should stay constant
         if pl_weight > 0 and tr.step % pl_every == 0:
@@ -365,13 +403,13 @@ def train_stylegan2(
             batch_mean = lengths.mean().detach()
             if tr.world_size > 1:
                 batch_mean = tr.accelerator.reduce(batch_mean, "mean")
-            state.pl_mean += pl_decay * (float(batch_mean) - state.pl_mean)
+            state.pl_mean = _on(state.pl_mean, dev).lerp(batch_mean.to(_stat_dtype(dev)), pl_decay)
             loss_pl = (lengths - state.pl_mean).square().mean() * pl_weight
             opt_G.zero_grad(set_to_none=True)
             tr.backward(loss_pl * pl_every)
             _sync_grads(tr, G)
             opt_G.step()
-            state.last.update(loss_pl=loss_pl.item(), pl_mean=state.pl_mean)
+            state.last.update(loss_pl=loss_pl.detach(), pl_mean=state.pl_mean)
 
         # 3. D main: fakes down, reals up (both augmented)
         G.requires_grad_(False)
@@ -386,10 +424,10 @@ def train_stylegan2(
         tr.backward(loss_D)
         _sync_grads(tr, D)
         opt_D.step()
-        state.sign_sum += float(logits_real.detach().sign().sum())
+        state.sign_sum = _on(state.sign_sum, dev) + logits_real.detach().sign().sum()
         state.sign_count += b
-        stats.update(loss_D=loss_D.item(), D_real=logits_real.mean().item(),
-                     D_fake=logits_fake.mean().item())
+        stats.update(loss_D=loss_D.detach(), D_real=logits_real.detach().mean(),
+                     D_fake=logits_fake.detach().mean())
 
         # 4. D R1 penalty on augmented reals (lazy)
         if r1_gamma > 0 and r1_every > 0 and tr.step % r1_every == 0:
@@ -402,16 +440,18 @@ def train_stylegan2(
             tr.backward(loss_r1 * r1_every)
             _sync_grads(tr, D)
             opt_D.step()
-            state.last["loss_r1"] = loss_r1.item()
+            state.last["loss_r1"] = loss_r1.detach()
         G.requires_grad_(True)
 
         # 5. ADA: every ada_interval steps move p toward E[sign(D(real))] == ada_target
+        #    (the one host read of the step's statistics, at the policy's own interval)
         if augment is not None and (tr.step + 1) % ada_interval == 0:
-            sums = torch.tensor([state.sign_sum, float(state.sign_count)], device=dev)
+            sums = torch.stack([_on(state.sign_sum, dev), _on(float(state.sign_count), dev)])
             if tr.world_size > 1:
                 sums = tr.accelerator.reduce(sums, "sum")
-            rt = float(sums[0] / sums[1].clamp_min(1))
-            augment.set_p(ada_adjust(augment.get_p(), rt, ada_target, int(sums[1]), ada_kimg))
+            total, count = sums.tolist()
+            rt = total / max(count, 1.0)
+            state.set_p(ada_adjust(state.p, rt, ada_target, int(count), ada_kimg))
             state.sign_sum, state.sign_count = 0.0, 0
             state.last["ada_rt"] = rt
         # lazy figures repeat their latest value so that the engine's interval means stay true
