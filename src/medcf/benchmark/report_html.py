@@ -94,11 +94,11 @@ def _cell(method: str, ex: tuple[dict, dict], q: int) -> str:
     info = meta["queries"][q]
     p0, p1 = info.get("prob_original"), info.get("prob_counterfactual")
     probs = f"p {p0:.3f} → {p1:.3f}" if p0 is not None and p1 is not None else ""
-    return (f'<td><div class="fig"><img src="{_png(_gray(t["counterfactual"][q]))}" title="counterfactual">'
+    return (f'<td><div class="muted">to {html.escape(str(info.get("target_name")))}; {probs}</div>'
+            f'<div class="fig"><img src="{_png(_gray(t["counterfactual"][q]))}" title="counterfactual">'
             f'<div class="muted">counterfactual</div></div>'
             f'<div class="fig"><img src="{_png(_cmap(d, "bwr", -m, m))}" title="difference (x_cf - x)">'
-            f'{_colour_bar("bwr", -m, m)}</div><div>{_spark(info.get("path_probs"), 2 * CELL + 6)}</div>'
-            f'<div class="muted">to {html.escape(str(info.get("target_name")))}; {probs}</div></td>')
+            f'{_colour_bar("bwr", -m, m)}</div><div>{_spark(info.get("path_probs"), 2 * CELL + 6)}</div></td>')
 
 
 def _grid(out: Path, task: str, methods: list[str]) -> str:
@@ -145,7 +145,7 @@ def _scatter(rows: list[dict], w: int = 760, h: int = 360) -> str:
         colour = ["#c0392b", "#2980b9", "#27ae60", "#8e44ad", "#d35400", "#16a085"][i % 6]
         parts.append(f'<circle cx="{sx(d):.1f}" cy="{sy(v):.1f}" r="5" fill="{colour}">'
                      f'<title>{html.escape(label)}: validity {v:.3f}, L1 {d:.4f}</title></circle>'
-                     f'<text x="{sx(d) + 8:.1f}" y="{sy(v) - 6 + 12 * (i % 2):.1f}" font-size="11">'
+                     f'<text x="{sx(d) + 8:.1f}" y="{sy(v) + 4 + 13 * ((i % 4) - 1.5):.1f}" font-size="11">'
                      f'{html.escape(label)}</text>')
     parts.append("</svg>")
     return "".join(parts)
@@ -199,7 +199,10 @@ def render_report(out: str | os.PathLike, rows: list[dict], notes: dict, meta: d
     by_method: dict[str, list[str]] = {}
     for (m, t), why in sorted(notes.items()):
         if why:
-            text = "; ".join(f"{c}: {w}" for c, w in why.items())
+            by_reason: dict[str, list[str]] = {}
+            for c, w in why.items():
+                by_reason.setdefault(w, []).append(c)
+            text = "; ".join(f"{', '.join(cols)}: {w}" for w, cols in by_reason.items())
             by_method.setdefault(m, []).append(f"<i>{esc(t)}</i> — empty {esc(text)}")
     for m, items in by_method.items():
         parts.append(f"<li><b>{esc(m)}</b><ul>" + "".join(f"<li>{i}</li>" for i in items) + "</ul></li>")
