@@ -130,6 +130,17 @@ def results_markdown(rows: list[dict], notes: dict[tuple[str, str], dict[str, st
     if skipped:
         out += ["", "Not benchmarked (no row):", ""]
         out += [f"- **{m}**: {why}" for m, why in sorted(skipped.items())]
+    judges = meta.get("judges") or {}
+    if judges:
+        out += ["", "Test-split figures of the judges (read the rows against them: a weak classifier "
+                "or detector limits what its row can show):", ""]
+        for task, roles in judges.items():
+            for role, test in (roles or {}).items():
+                if test:
+                    shown = ", ".join(f"{k} {_md_cell(v)}" if not isinstance(v, dict) else
+                                      f"{k} {{{', '.join(f'{a} {_md_cell(b)}' for a, b in v.items())}}}"
+                                      for k, v in test.items())
+                    out.append(f"- {task} / {role}: {shown}")
     for name, path in (meta.get("studies") or {}).items():
         out += ["", f"The {name} study (its own table and figure): `{path}`"]
     out += ["", "## Columns", ""]

@@ -48,7 +48,7 @@ from medcf.benchmark.results import (
 )
 from medcf.benchmark.tasks import CPR_TASKS, CTR_TASKS, check_task
 from medcf.errors import MedcfError
-from medcf.io import atomic_write_text
+from medcf.io import atomic_write_text, read_header
 
 STATE_FILE = "benchmark.json"
 BASELINES = {"baseline-saliency": "saliency", "baseline-ig": "ig", "baseline-gradcam": "gradcam"}
@@ -402,7 +402,7 @@ def run_benchmark(out: str | os.PathLike, profile: Profile, *, methods: str | li
     notes: dict = {tuple(k.split("|")): v for k, v in state.get("notes", {}).items()}
     done: dict = state.get("rows", {})
     new_rows = []
-    studies = {}
+    studies, judge_tests = {}, state.get("judges", {})
     for ti, task in enumerate(tasks):
         tag = f"[{task} {ti + 1}/{len(tasks)}]"
         if task == "shortcut":  # its own study (medcf.benchmark.shortcut): two classifiers, one table
@@ -415,6 +415,7 @@ def run_benchmark(out: str | os.PathLike, profile: Profile, *, methods: str | li
         t0 = time.perf_counter()
         judges = _prepare_judges(out, profile, task, data_dir, progress)
         echo(f"{tag} judges: {', '.join(judges)} ({time.perf_counter() - t0:.0f} s)")
+        judge_tests[task] = {role: read_header(d).get("meta", {}).get("test") for role, d in judges.items()}
         judge_models = {"oracle": load_classifier(judges["oracle"], kind="oracle", device=device),
                         "fo_detector": load_classifier(judges["fo-detector"], kind="fo-detector", device=device),
                         "ctr_regressor": load_classifier(judges["ctr-regressor"], kind="ctr-regressor",
@@ -442,7 +443,8 @@ def run_benchmark(out: str | os.PathLike, profile: Profile, *, methods: str | li
             notes[(name, task)] = why
             done[key] = {"hash": row_hash, "row": row}
             new_rows.append(row)
-            state.update({"rows": done, "notes": {"|".join(k): v for k, v in notes.items()}})
+            state.update({"rows": done, "notes": {"|".join(k): v for k, v in notes.items()},
+                          "judges": judge_tests})
             _save_state(out, state)
             shown = ", ".join(f"{c} {row[c]:.3f}" for c in ("validity", "auroc", "sec_per_query")
                               if row.get(c) is not None)
@@ -460,7 +462,8 @@ def run_benchmark(out: str | os.PathLike, profile: Profile, *, methods: str | li
             "machine": machine(), "versions": versions(), "wall_s": round(elapsed, 1),
             "cpu_s": round(_cpu_seconds() - cpu_start, 1),
             "started": started, "finished": time.strftime("%Y-%m-%d %H:%M:%S UTC", time.gmtime()),
-            "not_benchmarked": sel.not_benchmarked, **({"studies": studies} if studies else {})}
+            "not_benchmarked": sel.not_benchmarked, "judges": judge_tests,
+            **({"studies": studies} if studies else {})}
     if command:
         meta["command"] = command
     atomic_write_text(out / "results.md", results_markdown(rows, notes, meta))

@@ -33,8 +33,14 @@ def register(app: typer.Typer) -> None:
 
         Update one method's rows: medcf benchmark --profile quick --out runs/bench --methods latent-shift
         """
+        import signal
+
         from medcf.benchmark import load_profile, run_benchmark
 
+        def _stop(signum, frame):  # a kill stops it like Ctrl-C: stage times and state are recorded
+            raise KeyboardInterrupt
+
+        signal.signal(signal.SIGTERM, _stop)
         prof = load_profile(config if config is not None else profile)
         run_benchmark(out, prof, methods=methods, tasks=[task] if task else None, device=device,
                       resume=resume, data=data, progress=progress, echo=typer.echo,
