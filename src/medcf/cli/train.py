@@ -11,6 +11,7 @@ from medcf.cli import (
     train_encoder,
     train_gan,
     train_icam_cyclegan,
+    train_progressive,
     train_stylegan2,
 )
 
@@ -20,5 +21,6 @@ train_autoencoders.register(app)
 train_stylegan2.register(app)
 train_encoder.register(app)
 train_gan.register(app)
+train_progressive.register(app)
 train_diffusion.register(app)
 train_icam_cyclegan.register(app)

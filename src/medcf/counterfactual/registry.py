@@ -22,10 +22,22 @@ from collections.abc import Callable
 from dataclasses import dataclass
 
 from medcf.benchmark.backbones import prepare_latent_probe, prepare_latent_shift
-from medcf.counterfactual import cyclegan, diffusion, gvr, icam, latent_probe, latent_shift, vagan
+from medcf.counterfactual import (
+    cyclegan,
+    diffusion,
+    dissect,
+    gvr,
+    icam,
+    latent_probe,
+    latent_shift,
+    progressive,
+    vagan,
+)
 from medcf.train.cyclegan import prepare_cyclegan
 from medcf.train.gan_prepare import prepare_gvr, prepare_vagan
 from medcf.train.icam import prepare_icam
+from medcf.train.progressive import prepare_benchmark as prepare_progressive
+from medcf.train.progressive import prepare_dissect
 
 
 @dataclass(frozen=True)
@@ -59,6 +71,15 @@ METHODS: dict[str, MethodSpec] = {
         "a 'stylegan2' run (medcf train stylegan2), optionally --encoder (medcf train encoder)",
         config_class=latent_probe.LatentProbeConfig,
         prepare=prepare_latent_probe),
+    "progressive": MethodSpec(
+        progressive.build, ("force",),
+        "a 'progressive-generator' run trained for this classifier (medcf train progressive)",
+        tasks=("cardiomegaly",), config_class=progressive.ProgressiveConfig,
+        prepare=prepare_progressive),
+    "dissect": MethodSpec(
+        dissect.build, ("force",),
+        "a 'progressive-generator' run with --concepts K >= 2 (medcf train dissect)",
+        tasks=("cardiomegaly",), config_class=dissect.DissectConfig, prepare=prepare_dissect),
     "gvr": MethodSpec(
         gvr.build, ("encoder",),
         "a 'dcgan-generator' run (medcf train gan) with --encoder (medcf train gan-encoder), or a "
