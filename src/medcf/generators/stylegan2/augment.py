@@ -454,7 +454,7 @@ class AugmentPipe(SavableModule):
         margin = torch.cat([-xy, xy]).max(dim=1).values             # [x0, y0, x1, y1]
         margin = margin + torch.tensor([hz_pad * 2 - cx, hz_pad * 2 - cy] * 2, device=dev)
         margin = margin.clamp_min(0).minimum(torch.tensor([w - 1, h - 1] * 2, device=dev, dtype=margin.dtype))
-        mx0, my0, mx1, my1 = (int(m) for m in margin.ceil())
+        mx0, my0, mx1, my1 = (int(m) for m in margin.ceil().tolist())  # one host read, not four
         x = F.pad(x, [mx0, mx1, my0, my1], mode="reflect")
         g_inv = _translate2((mx0 - mx1) / 2, (my0 - my1) / 2, ref) @ g_inv
         # 2. upsample 2x; express g_inv in upsampled pixel units (pixel centres at 2i + 0.5)
