@@ -286,7 +286,9 @@ def _run_method(name: str, task: str, ctx: dict) -> tuple[dict, dict]:
     explainer = build_explainer(name, ctx["judges"]["classifier"], generator_dir, device=ctx["device"],
                                 progress=ctx["progress"], **kw)
     build_s = time.perf_counter() - t0
-    recorded = stage_seconds(p for p in method_dir.iterdir()) if method_dir.is_dir() else 0.0
+    # the recorded times of the stages the build uses (paths among its keywords), not stale ones
+    used = {str(v) for v in (generator_dir, *kw.values()) if isinstance(v, (str, os.PathLike))}
+    recorded = stage_seconds(Path(v) for v in used if Path(v).is_dir())
     train_s = (recorded if recorded > 0 else prepare_s) + build_s
     timer = _Timed(explainer)
     ev = ctx["profile"].evaluate
