@@ -5,8 +5,8 @@ The contract (``medcf.counterfactual.registry.MethodSpec.prepare``):
 trains (or reuses, through ``medcf.benchmark.cache.cached_stage``) the backbones
 under ``out_dir`` and returns the keywords of the method's ``build``. ``profile`` is
 the method's ``[methods.NAME]`` table; missing keys take the defaults below, which
-are sized for the quick profile (32 px, an estimated minute for both methods on an
-idle 2-core machine); the full profile's tables set larger budgets. Its ``explain`` sub-table is
+are sized for the quick profile (32 px, under a minute for both methods, measured on a
+loaded 2-core machine); the full profile's tables set larger budgets. Its ``explain`` sub-table is
 passed through as build options.
 
 Example:
@@ -21,8 +21,8 @@ from __future__ import annotations
 import os
 from typing import Any
 
-# quick-profile sizes (32 px; estimated ~20 s per task for GVR and ~10 s for VA-GAN on an idle
-# 2-core machine, from runs on a loaded one: not measured idle)
+# quick-profile sizes (32 px): GVR 17 s to train + 0.8 s for 48 queries per task, VA-GAN 6 s + 0.3 s,
+# measured at load average ~8 on 2 cores (docs/gvr.md)
 GVR_DEFAULTS = {"loss": "wgan-gp", "steps": 50, "n_critic": 2, "batch_size": 16, "z_dim": 64,
                 "base_channels": 16, "encoder_steps": 60, "encoder_batch_size": 16}
 GVR_EXPLAIN = {"max_steps": 40, "step_size": 0.05}
