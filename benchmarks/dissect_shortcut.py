@@ -23,7 +23,6 @@ import time
 from pathlib import Path
 
 import torch
-from _common import machine
 
 
 def main(argv=None) -> int:
@@ -40,6 +39,7 @@ def main(argv=None) -> int:
     if args.threads:
         torch.set_num_threads(args.threads)
 
+    from medcf.benchmark.runner import machine
     from medcf.benchmark.shortcut import (
         QUERY_OFFSET,
         ShortcutPlan,
