@@ -156,6 +156,13 @@ def test_method_without_prepare_hook_is_refused_and_listed(tmp_path, capsys, mon
     assert "no-hook" in sel.not_benchmarked and "no-hook" not in sel.methods
 
 
+def test_a_profile_runs_the_methods_it_has_tables_for():
+    sel = bench_runner.select_methods(None, {"latent-shift": {}})
+    assert sel.methods == ("latent-shift",) and not sel.explicit
+    assert "no [methods.NAME] table" in sel.not_benchmarked["dissect"]
+    assert bench_runner.select_methods("dissect", {"latent-shift": {}}).methods == ("dissect",)
+
+
 def test_tasks_list_and_unavailable_task():
     assert TASKS == ("cardiomegaly", "opacity", "effusion", "shortcut")
     assert check_task("opacity") == "opacity"

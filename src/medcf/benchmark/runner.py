@@ -31,6 +31,7 @@ import os
 import platform
 import subprocess
 import time
+from collections.abc import Iterable
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -65,9 +66,11 @@ class Selection:
     explicit: bool                          # named with --methods: their rows are recomputed
 
 
-def select_methods(names: str | list[str] | None) -> Selection:
+def select_methods(names: str | list[str] | None, profiled: Iterable[str] | None = None) -> Selection:
     """Check ``--methods`` against the method table and the baselines (one-line error on a typo,
-    a method without a prepare hook, or a missing dependency)."""
+    a method without a prepare hook, or a missing dependency). Without ``--methods`` a run makes
+    the rows of the methods the profile has a ``[methods.NAME]`` table for (``profiled``; None:
+    every method with a hook), so a profile's budget is the profile's own."""
     from medcf.counterfactual.registry import METHODS
 
     no_hook = {m: "no prepare hook in the method table yet (medcf.counterfactual.registry)"
@@ -75,6 +78,11 @@ def select_methods(names: str | list[str] | None) -> Selection:
     known = sorted(METHODS) + list(BASELINES)
     if names is None or names == "" or names == []:
         chosen = [m for m in sorted(METHODS) if METHODS[m].prepare is not None] + list(BASELINES)
+        if profiled is not None:
+            tables = set(profiled)
+            no_hook.update({m: "no [methods.NAME] table in this profile (--methods NAME runs it at its hook's "
+                               "defaults)" for m in chosen if m not in BASELINES and m not in tables})
+            chosen = [m for m in chosen if m in BASELINES or m in tables]
         explicit = False
     else:
         chosen = [n.strip() for n in names.split(",")] if isinstance(names, str) else list(names)
@@ -374,7 +382,7 @@ def run_benchmark(out: str | os.PathLike, profile: Profile, *, methods: str | li
     # 0. every check before any training
     out = Path(out)
     tasks = [check_task(t) for t in (tasks or profile.tasks)]
-    sel = select_methods(methods)
+    sel = select_methods(methods, profile.methods)
     if device.startswith("cuda") and not torch.cuda.is_available():
         raise MedcfError("--device cuda: no CUDA device is available here")
     if device not in ("cpu", "cuda") and not device.startswith("cuda:"):
