@@ -210,6 +210,38 @@ def breakdown(events, steps: int) -> None:
         print(f"  {name:34s} {ms:8.2f} ms/step  {calls:6.1f} calls/step  ({100 * ms / total:.1f} %)")
 
 
+def count_host_reads(cfg: dict, data: Dataset, aug: str, steps: int = 2 * WINDOW) -> float:
+    """Device-to-host scalar reads (``.item()``, ``float(t)``, ``int(t)``...; on a GPU each one
+    is a synchronisation) per step of ``Trainer.fit``, its final checkpoint included."""
+    from torch.utils._python_dispatch import TorchDispatchMode
+
+    from medcf.train import engine
+
+    class Count(TorchDispatchMode):
+        n = 0
+
+        def __torch_dispatch__(self, func, types, args=(), kwargs=None):
+            if func is torch.ops.aten._local_scalar_dense.default:
+                Count.n += 1
+            return func(*args, **(kwargs or {}))
+
+    fit = engine.Trainer.fit
+
+    def counted(self, *a, **k):
+        with Count():
+            return fit(self, *a, **k)
+
+    engine.Trainer.fit = counted
+    try:
+        kw = {k: v for k, v in cfg.items() if k != "channels"}
+        with tempfile.TemporaryDirectory() as tmp:
+            train_stylegan2(data, Path(tmp) / "run", steps=steps, aug=aug, log_every=WINDOW,
+                            checkpoint_every=0, sample_every=0, grid=(1, 1), progress=False, **kw)
+    finally:
+        engine.Trainer.fit = fit
+    return Count.n / steps
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--device", default="cpu")
@@ -221,6 +253,8 @@ def main() -> None:
                     help="recipe augmentation (the bare loop never augments)")
     ap.add_argument("--workers", type=int, default=0, help="recipe data-loader workers")
     ap.add_argument("--n", type=int, default=512, help="images in the in-memory dataset")
+    ap.add_argument("--count-reads", action="store_true",
+                    help="count device-to-host scalar reads per recipe step (32 steps) and exit")
     ap.add_argument("--profile", type=int, default=0, metavar="ROWS",
                     help="profile one recipe run with torch.profiler and print the top ROWS ops")
     args = ap.parse_args()
@@ -239,6 +273,10 @@ def main() -> None:
     if device.type == "cuda":
         print(f"# gpu={torch.cuda.get_device_name(device)}")
 
+    if args.count_reads:
+        print(f"host_reads_per_step={count_host_reads(cfg, data, args.aug):.2f} "
+              "(Trainer.fit over 32 steps, final checkpoint included)")
+        return
     if args.profile:
         acts = [torch.profiler.ProfilerActivity.CPU]
         if device.type == "cuda":

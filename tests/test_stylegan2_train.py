@@ -217,3 +217,44 @@ def test_cli_cond_on_unlabelled_folder(cli, tmp_path):
     result = CliRunner().invoke(cli, ["stylegan2", "--data", str(folder), "--out", str(tmp_path / "run"),
                                       "--resolution", "16", "--steps", "2", "--cond", "--no-progress"])
     assert isinstance(result.exception, DataError) and "no labels" in str(result.exception)
+
+
+# ----------------------------------------------------------------------------- no per-step host reads
+
+
+def test_steps_read_nothing_back_from_the_device_except_the_ada_policy(tmp_path, monkeypatch):
+    # every device-to-host scalar read (.item(), float(t), int(t), tolist) is an aten
+    # _local_scalar_dense call, a synchronisation on a GPU; count them per step of step_fn
+    from torch.utils._python_dispatch import TorchDispatchMode
+
+    from medcf.train import engine
+
+    reads: dict[int, int] = {}
+
+    class Count(TorchDispatchMode):
+        step = 0
+
+        def __torch_dispatch__(self, func, types, args=(), kwargs=None):
+            if func is torch.ops.aten._local_scalar_dense.default:
+                reads[Count.step] = reads.get(Count.step, 0) + 1
+            return func(*args, **(kwargs or {}))
+
+    init = engine.Trainer.__init__
+
+    def spied_init(self, *a, **k):
+        step_fn = k["step_fn"]
+
+        def counted(tr, batch):
+            Count.step = tr.step
+            with Count():
+                return step_fn(tr, batch)
+
+        init(self, *a, **{**k, "step_fn": counted})
+
+    monkeypatch.setattr(engine.Trainer, "__init__", spied_init)
+    _force_real_logits(monkeypatch, +1.0)                   # p > 0: augmentation runs
+    train_stylegan2(Blobs(), tmp_path / "run", steps=8, r1_every=2, pl_every=2, ada_interval=4,
+                    ada_kimg=0.05, **{**TINY, "log_every": 4})
+    # style mixing, lazy R1 and PL, augmentation, figures: no reads; the ADA policy
+    # reads its sign sum once at the end of each 4-step interval (steps 3 and 7)
+    assert reads == {3: 1, 7: 1}
