@@ -152,6 +152,12 @@ def test_ema_foreach_update_is_bit_identical_to_the_per_parameter_loop():
         for k, v in reference.items():
             assert got[k].dtype == v.dtype and torch.equal(got[k], v), (step, k)
     assert ema.num_updates == 5 and int(got["1.num_batches_tracked"]) == 5
+    # a parameter replaced by a new object is still tracked (the cached lists are rebuilt)
+    net[0].bias = nn.Parameter(torch.full((8,), 4.0))
+    before = ema.module[0].bias.clone()
+    ema.decay = 0.75
+    ema.update(net)
+    assert torch.equal(ema.module[0].bias, before.lerp(torch.full((8,), 4.0), 0.25))
 
 
 def test_rng_state_survives_weights_only_roundtrip(tmp_path):

@@ -63,7 +63,9 @@ class EMA:
 
     def _pairs(self, model: nn.Module) -> tuple[list[Tensor], list[Tensor], list[tuple[Tensor, Tensor]]]:
         """(average params, model params) for the foreach lerp, and the other pairs; cached per model."""
-        key = id(model)  # Parameter objects survive .to() (it swaps .data); EMA.to() clears the cache
+        # the model's Parameter objects: they survive .to() (it swaps .data); a model that gains or
+        # replaces parameters gets new lists; EMA.to() clears the cache
+        key = (id(model), *map(id, model.parameters()))
         if self._cache is not None and self._cache[0] == key:
             return self._cache[1]
         ema_params = dict(self.module.named_parameters())
