@@ -29,7 +29,8 @@ def register(app: typer.Typer) -> None:
             batch_size: int = typer.Option(16, "--batch-size", help="Images per step."),
             lr: float = typer.Option(2e-4, "--lr", help="Adam learning rate (G, D and disentangler)."),
             width: int = typer.Option(32, "--width", help="Generator/discriminator width."),
-            rec_weight: float = typer.Option(100.0, "--rec-weight", help="Reconstruction + cycle weight."),
+            cls_weight: float = typer.Option(20.0, "--cls-weight", help="Classifier-consistency weight."),
+            rec_weight: float = typer.Option(10.0, "--rec-weight", help="Reconstruction + cycle weight."),
             fo_weight: float = typer.Option(100.0, "--fo-weight",
                                             help="Foreign-object preservation weight (uses the data's object masks; 0 = off)."),
             seed: int = typer.Option(0, "--seed", help="Initial weights and data order."),
@@ -50,7 +51,7 @@ def register(app: typer.Typer) -> None:
             source = data_path(data, split, split_seed, fit)
             prepare_out(out, overwrite=overwrite, resume=resume)
             res = train_progressive(source, out, classifier=classifier, bins=bins, concepts=concepts, steps=steps,
-                                    batch_size=batch_size, lr=lr, width=width, rec_weight=rec_weight,
+                                    batch_size=batch_size, lr=lr, width=width, cls_weight=cls_weight, rec_weight=rec_weight,
                                     fo_weight=fo_weight, seed=seed, resolution=resolution, resume=resume,
                                     progress=progress, checkpoint_every=checkpoint_every)
             typer.echo(f"{name}: {res.model_dir} (for classifier {res.classifier_hash}; {res.wall_s:.0f} s)")
