@@ -232,7 +232,7 @@ def test_repeated_translation_stops_at_the_crossing():
 
 def test_target_outside_the_domains_is_refused():
     e = CycleGANExplainer(cyclegan=_toy_cyclegan(("other", "x")), classifier=_MeanClassifier())
-    with pytest.raises(MedcfError, match="not one of the CycleGAN's domains"):
+    with pytest.raises(MedcfError, match="not one of CycleGAN's domains"):
         e.explain(torch.zeros(1, 1, 32, 32), target=1)
     with pytest.raises(ValueError):
         CycleGANExplainerConfig(max_steps=0)

@@ -28,3 +28,27 @@ def eval_mode(*modules):
     finally:
         for m, flag in zip(mods, flags, strict=True):
             m.train(flag)
+
+
+def domain_sides(classifier, model, t, who: str) -> list[str]:
+    """[B] classifier class indices -> "a" | "b" per query: the side of a two-domain model
+    (CycleGAN, ICAM) each target class is. Classes are matched by name when both the
+    classifier and the model know their class names, else by index; a class that is
+    neither domain is a one-line ``MedcfError``."""
+    from medcf.errors import MedcfError
+
+    cfg = model.config
+    clf_names = list(getattr(classifier, "class_names", None) or [])
+    gan_names = list(cfg.class_names)
+    sides = []
+    for c in t.tolist():
+        key = c
+        if clf_names and gan_names and c < len(clf_names):
+            key = gan_names.index(clf_names[c]) if clf_names[c] in gan_names else -1
+        side = model.domain_of_class(key) if key >= 0 else None
+        if side is None:
+            name = clf_names[c] if c < len(clf_names) else c
+            raise MedcfError(f"{who}: target class {name!r} is not one of {who}'s domains "
+                             f"({cfg.domain_name('a')!r}, {cfg.domain_name('b')!r})")
+        sides.append(side)
+    return sides

@@ -30,8 +30,8 @@ from dataclasses import dataclass
 import torch
 from torch import Tensor
 
+from medcf.counterfactual._common import domain_sides
 from medcf.counterfactual.base import Explainer, PathConfig
-from medcf.errors import MedcfError
 from medcf.generators.cyclegan import CycleGAN
 from medcf.types import Counterfactual, Target
 
@@ -66,24 +66,8 @@ class CycleGANExplainer(Explainer):
 
     def _domains(self, t: Tensor) -> Tensor:
         """[B] classifier class indices -> [B] bool: translate toward domain B (else toward A)."""
-        cfg = self.cyclegan.config
-        clf_names = list(getattr(self.classifier, "class_names", None) or [])
-        gan_names = list(cfg.class_names)
-        out = []
-        for c in t.tolist():
-            key = c
-            if clf_names and gan_names and c < len(clf_names):
-                name = clf_names[c]
-                if name not in gan_names:
-                    raise MedcfError(f"CycleGAN: target class {name!r} is not one of the CycleGAN's domains "
-                                     f"({cfg.domain_name('a')!r}, {cfg.domain_name('b')!r})")
-                key = gan_names.index(name)
-            side = self.cyclegan.domain_of_class(key)
-            if side is None:
-                raise MedcfError(f"CycleGAN: target class {c} is not one of the CycleGAN's domains "
-                                 f"({cfg.domain_name('a')!r}, {cfg.domain_name('b')!r})")
-            out.append(side == "b")
-        return torch.tensor(out, dtype=torch.bool, device=t.device)
+        sides = domain_sides(self.classifier, self.cyclegan, t, "CycleGAN")
+        return torch.tensor([s == "b" for s in sides], dtype=torch.bool, device=t.device)
 
     @torch.no_grad()
     def explain(self, x: Tensor, target: Target | None = None) -> Counterfactual:

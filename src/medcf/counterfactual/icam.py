@@ -35,6 +35,7 @@ from dataclasses import dataclass
 import torch
 from torch import Tensor
 
+from medcf.counterfactual._common import domain_sides
 from medcf.counterfactual.base import Explainer, PathConfig
 from medcf.errors import MedcfError, ShapeError
 from medcf.generators.icam import ICAM
@@ -84,20 +85,8 @@ class ICAMExplainer(Explainer):
 
     def _domains(self, t: Tensor) -> Tensor:
         """[B] classifier class indices -> [B] long ICAM domain rows (0: A, 1: B)."""
-        cfg = self.icam.config
-        clf_names = list(getattr(self.classifier, "class_names", None) or [])
-        gan_names = list(cfg.class_names)
-        rows = []
-        for c in t.tolist():
-            key = clf_names[c] if clf_names and gan_names and c < len(clf_names) else c
-            if isinstance(key, str):
-                key = gan_names.index(key) if key in gan_names else -1
-            side = self.icam.domain_of_class(key)
-            if side is None:
-                raise MedcfError(f"ICAM: target class {clf_names[c] if c < len(clf_names) else c!r} is not one of "
-                                 f"ICAM's domains ({cfg.domain_name('a')!r}, {cfg.domain_name('b')!r})")
-            rows.append(0 if side == "a" else 1)
-        return torch.tensor(rows, dtype=torch.long, device=t.device)
+        sides = domain_sides(self.classifier, self.icam, t, "ICAM")
+        return torch.tensor([0 if s == "a" else 1 for s in sides], dtype=torch.long, device=t.device)
 
     def _target_attribute(self, rows: Tensor, b: int, reference: Tensor | None,
                           generator: torch.Generator) -> Tensor:
