@@ -71,6 +71,9 @@ def test_explain_writes_gif_strip_map_json_per_image(tiny, tmp_path, capsys):
     for stem in ("case9", "case19", "case29"):
         gif = out / f"{stem}.gif"
         assert gif.is_file() and gif.read_bytes()[:6] in (b"GIF87a", b"GIF89a")
+        with Image.open(gif) as im:  # the CLI's GIF: a 32 px image upscaled 4x, not 256 px
+            assert im.size[0] == 128
+        assert gif.stat().st_size < 100_000
         with Image.open(out / f"{stem}_strip.png") as im:
             assert im.format == "PNG"
         with Image.open(out / f"{stem}_map.png") as im:

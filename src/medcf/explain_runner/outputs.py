@@ -90,8 +90,11 @@ def query_record(cf: Counterfactual, i: int, *, name: str, source: str | None = 
 
 
 def write_explanation(cf: Counterfactual, i: int, out_dir: str | os.PathLike, name: str, *,
-                      source: str | None = None, fps: float = 8.0, size: int = 256) -> dict:
+                      source: str | None = None, fps: float = 8.0, size: int | None = None) -> dict:
     """Write NAME.gif, NAME_strip.png, NAME_map.png and NAME.json for query ``i``; returns the record.
+
+    ``size``: pixel width of the GIF and map (None: the GIF upscaled by an integer factor to at
+    least ``medcf.viz.MIN_SIZE``, tens of KB for a 64 px image; the map figure at 256).
 
     Example:
         >>> write_explanation(cf, 0, "out", "patient01")     # doctest: +SKIP
@@ -102,8 +105,8 @@ def write_explanation(cf: Counterfactual, i: int, out_dir: str | os.PathLike, na
     files = {"gif": f"{name}.gif", "strip": f"{name}_strip.png", "map": f"{name}_map.png",
              "json": f"{name}.json"}
     viz.save_gif(cf, out / files["gif"], index=i, fps=fps, size=size)
-    viz.save_strip(cf, out / files["strip"], index=i, n_frames=6, size=min(size, 128))
-    viz.save_map(cf, out / files["map"], index=i, size=size)
+    viz.save_strip(cf, out / files["strip"], index=i, n_frames=6, size=min(size or 128, 128))
+    viz.save_map(cf, out / files["map"], index=i, size=size or 256)
     rec = query_record(cf, i, name=name, source=source)
     rec["files"] = files
     atomic_write_text(out / files["json"], json.dumps(json_safe(rec), indent=2) + "\n")
