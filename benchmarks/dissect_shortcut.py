@@ -33,6 +33,7 @@ def main(argv=None) -> int:
     ap.add_argument("--steps", type=int, default=3000)
     ap.add_argument("--batch-size", type=int, default=16)
     ap.add_argument("--width", type=int, default=32)
+    ap.add_argument("--dis-weight", type=float, default=1.0, help="weight of the disentangler term")
     ap.add_argument("--queries", type=int, default=64)
     ap.add_argument("--threads", type=int, default=None)
     args = ap.parse_args(argv)
@@ -65,7 +66,8 @@ def main(argv=None) -> int:
     if not done or resume:
         train_progressive(SyntheticDataset(cfg["shortcut"], n=plan.n_train, seed=plan.seed), args.out,
                           classifier=args.study / "shortcut", concepts=args.concepts, steps=args.steps,
-                          batch_size=args.batch_size, width=args.width, resume=resume)
+                          batch_size=args.batch_size, width=args.width, dis_weight=args.dis_weight,
+                          resume=resume)
     train_s = time.perf_counter() - t0
     clf = load_classifier(args.study / "shortcut", kind="classifier").eval()
     det = load_classifier(args.study / "fo_detector", kind="fo-detector").eval()
@@ -83,12 +85,14 @@ def main(argv=None) -> int:
     marker = [sum(r["marker"][k] * r["n"] for r in rows) / n for k in range(K)]
     heart = [sum(r["heart"][k] * r["n"] for r in rows) / n for k in range(K)]
     result = {"concepts": K, "n_queries": n, "validity": valid / n, "marker": marker, "heart": heart,
-              "train_s": train_s, "steps": args.steps, "machine": machine()}
+              "train_s": train_s, "steps": args.steps, "width": args.width, "dis_weight": args.dis_weight,
+              "machine": machine()}
     (args.out / "purity.json").write_text(json.dumps(result, indent=2) + "\n")
     print("| concept | marker flipped | CTR toward target |\n| --- | --- | --- |")
     for k in range(K):
         print(f"| {k} | {marker[k]:.3f} | {heart[k]:.3f} |")
-    print(f"validity {valid / n:.3f} over {n} queries; training {train_s / 60:.1f} min; {machine()}")
+    print(f"validity {valid / n:.3f} over {n} queries; {args.steps} steps, width {args.width}, "
+          f"disentangler weight {args.dis_weight}; training {train_s / 60:.1f} min; {machine()}")
     return 0
 
 
