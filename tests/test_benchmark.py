@@ -277,3 +277,15 @@ def test_task_shortcut_runs_the_study_from_a_user_profile(tmp_path, capsys):
     assert "shortcut study" in (out / "results.md").read_text()
     header, rows = read_csv(out / "results.csv")
     assert tuple(header) == COLUMNS and rows == []  # the study has its own table
+
+
+def test_task_effusion_scores_the_recess(tmp_path, capsys):
+    out = tmp_path / "eff"
+    code, stdout, err = run_cli(capsys, "benchmark", "--profile", "micro", "--out", out, "--task", "effusion",
+                                "--methods", "latent-shift", "--no-progress")
+    assert code == 0, err
+    rows = list(csv.DictReader((out / "results.csv").open()))
+    assert [(r["method"], r["task"]) for r in rows] == [("latent-shift", "effusion")]
+    cpr = float(rows[0]["cpr_change"])  # a fraction of the queries, measured by the trained recess scorer
+    assert 0.0 <= cpr <= 1.0 and rows[0]["ctr_cross"] == ""
+    assert (out / "cache").glob("cpr-scorer-*").__next__().is_dir()

@@ -53,7 +53,6 @@ from medcf.io import atomic_write_text, read_header
 
 STATE_FILE = "benchmark.json"
 BASELINES = {"baseline-saliency": "saliency", "baseline-ig": "ig", "baseline-gradcam": "gradcam"}
-CPR_MISSING = "the costophrenic-recess scorer (issue 9 section 3) is not in this version"
 
 
 @dataclass(frozen=True)
@@ -208,6 +207,14 @@ def _prepare_judges(out: Path, profile: Profile, task: str, data_dir: Path, prog
             data_dir, d, role=role, widths=tuple(j["widths"]), blocks=(1,) * len(j["widths"]),
             steps=j["steps"], batch_size=j["batch_size"], val_every=0, resume=resume, progress=progress,
             checkpoint_every=max(50, j["steps"] // 4)))
+    if task in CPR_TASKS:  # the recess scorer: [judges.cpr_scorer], else the CTR regressor's sizes
+        j = profile.judges.get("cpr_scorer") or profile.judges["ctr_regressor"]
+        cfg = {"data": str(data_dir), "role": "cpr-scorer", "widths": list(j["widths"]), "steps": j["steps"],
+               "batch_size": j["batch_size"], "seed": profile.seed}
+        dirs["cpr-scorer"] = cached_stage(out / "cache", "cpr-scorer", cfg, lambda d, resume: train_classifier(
+            data_dir, d, role="cpr-scorer", widths=tuple(j["widths"]), blocks=(1,) * len(j["widths"]),
+            steps=j["steps"], batch_size=j["batch_size"], val_every=0, resume=resume, progress=progress,
+            checkpoint_every=max(50, j["steps"] // 4)))
     return dirs
 
 
@@ -261,7 +268,8 @@ def _counterfactual_row(name: str, task: str, summary: dict, seconds: float, tra
            "fid_domain": _num(_get(summary, "fid.fid")), "lpips": _num(summary.get("lpips")),
            "l1": _num(summary.get("l1")), "ncc": _num(_get(summary, "localization.ncc")),
            "auroc": _num(_get(summary, "localization.auroc")),
-           "ctr_cross": _num(_get(summary, "clinical.crossed")), "cpr_change": None,
+           "ctr_cross": _num(_get(summary, "clinical.crossed")),
+           "cpr_change": _num(_get(summary, "clinical_cpr.cpr_change")),
            "sec_per_query": seconds / n if n else None,
            "train_min": train_s / 60 if train_s is not None else None}
     why = {"cv_singla": "no query with f(x) > 0.8 (nothing eligible)",
@@ -272,7 +280,7 @@ def _counterfactual_row(name: str, task: str, summary: dict, seconds: float, tra
            "auroc": "undefined: no truth region for this task",
            "ctr_cross": "CTR is the class-relevant factor of cardiomegaly only" if task not in CTR_TASKS
            else "no CTR regressor",
-           "cpr_change": CPR_MISSING if task in CPR_TASKS else "the recess is the class-relevant factor of "
+           "cpr_change": "no recess scorer" if task in CPR_TASKS else "the recess is the class-relevant factor of "
            "effusion only", "train_min": "not recorded"}
     return row, {c: why.get(c, "not computed") for c in COLUMNS if row.get(c) is None}
 
@@ -429,7 +437,9 @@ def run_benchmark(out: str | os.PathLike, profile: Profile, *, methods: str | li
         judge_models = {"oracle": load_classifier(judges["oracle"], kind="oracle", device=device),
                         "fo_detector": load_classifier(judges["fo-detector"], kind="fo-detector", device=device),
                         "ctr_regressor": load_classifier(judges["ctr-regressor"], kind="ctr-regressor",
-                                                         device=device) if "ctr-regressor" in judges else None}
+                                                         device=device) if "ctr-regressor" in judges else None,
+                        "cpr_scorer": load_classifier(judges["cpr-scorer"], kind="cpr-scorer", device=device)
+                        if "cpr-scorer" in judges else None}
         ctx = {"out": out, "profile": profile, "data_dir": data_dir, "judges": judges, "device": device,
                "progress": progress, "lpips": lpips, "lpips_note": lpips_note, "judge_models": judge_models,
                "test": open_dataset(data_dir, split="test"),

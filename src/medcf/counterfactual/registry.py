@@ -65,7 +65,7 @@ METHODS: dict[str, MethodSpec] = {
         latent_shift.build, (),
         "an 'ae' or 'vae' run (medcf train vae)",
         config_class=latent_shift.LatentShiftConfig,
-        prepare=prepare_latent_shift),
+        prepare=prepare_latent_shift, tasks=("cardiomegaly", "opacity", "effusion")),
     "latent-probe": MethodSpec(
         latent_probe.build, ("encoder", "probe_dir", "fit_samples", "seed", "project_steps", "max_steps"),
         "a 'stylegan2' run (medcf train stylegan2), optionally --encoder (medcf train encoder)",

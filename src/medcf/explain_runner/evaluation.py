@@ -51,6 +51,7 @@ def evaluate_explainer(
     oracle: nn.Module | None = None,
     fo_detector: nn.Module | None = None,
     ctr_regressor: nn.Module | None = None,
+    cpr_scorer: nn.Module | None = None,       # costophrenic-recess scorer (effusion): cpr_change
     fid: str | None = "domain",                # "domain" (oracle features), "inception" or None
     inception_weights: str | os.PathLike | None = None,
     fid_reference: int = 1000,                 # real images of the target class(es) for FID
@@ -121,7 +122,7 @@ def evaluate_explainer(
 
     summary, rows = evaluate_counterfactuals(
         cf_stream(), classifier=_classifier_of(explainer), oracle=oracle,
-        fo_detector=fo_detector, ctr_regressor=ctr_regressor, fid_extractor=fid_extractor,
+        fo_detector=fo_detector, ctr_regressor=ctr_regressor, cpr_scorer=cpr_scorer, fid_extractor=fid_extractor,
         real_target_images=real, gt=_GT(), lpips=lpips, task=dataset_task(dataset),
         inception_weights=inception_weights)
     return summary, rows, examples
