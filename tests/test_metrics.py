@@ -234,6 +234,16 @@ def test_fid_inception_loads_a_local_weights_file(tmp_path):
     assert f.shape == (2, 2048) and torch.isfinite(f).all()
     assert torch.allclose(f, fid._features(x.repeat(1, 3, 1, 1)))
     assert fid.name == "inception"
+    # the same features as pytorch-fid's own wrapper with these weights (its download redirected
+    # to the file here, in the test only)
+    from unittest import mock
+
+    with mock.patch.object(pi, "load_state_dict_from_url",
+                           lambda *a, **k: torch.load(path, map_location="cpu", weights_only=True)):
+        ref = pi.InceptionV3([pi.InceptionV3.BLOCK_INDEX_BY_DIM[2048]]).eval()
+    with torch.no_grad():
+        expected = ref(((x + 1) / 2).repeat(1, 3, 1, 1))[0].flatten(1)
+    assert torch.allclose(f, expected.double(), atol=1e-5, rtol=1e-5)
 
 
 # ----------------------------------------------------------------------------- proximity

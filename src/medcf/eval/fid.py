@@ -29,10 +29,10 @@ import os
 from collections.abc import Callable
 from dataclasses import asdict, dataclass
 from pathlib import Path
-from unittest import mock
 
 import numpy as np
 import torch
+import torch.nn.functional as F
 from torch import Tensor, nn
 
 from medcf.errors import DataError, ShapeError, WeightsNotFoundError
@@ -68,27 +68,49 @@ def inception_weights_path(path: str | os.PathLike | None = None) -> Path:
     return candidate
 
 
+def fid_inception_network(weights: str | os.PathLike | None = None) -> nn.Module:
+    """pytorch-fid's FID Inception (torchvision's InceptionV3 with pytorch-fid's FID blocks, 1008
+    classes, no aux head) with the weights of a local file; nothing downloads."""
+    import torchvision
+    from pytorch_fid import inception as pf
+
+    path = inception_weights_path(weights)
+    net = torchvision.models.inception_v3(weights=None, aux_logits=False, num_classes=1008, init_weights=False)
+    net.Mixed_5b, net.Mixed_5c = pf.FIDInceptionA(192, pool_features=32), pf.FIDInceptionA(256, pool_features=64)
+    net.Mixed_5d = pf.FIDInceptionA(288, pool_features=64)
+    net.Mixed_6b, net.Mixed_6c = pf.FIDInceptionC(768, channels_7x7=128), pf.FIDInceptionC(768, channels_7x7=160)
+    net.Mixed_6d, net.Mixed_6e = pf.FIDInceptionC(768, channels_7x7=160), pf.FIDInceptionC(768, channels_7x7=192)
+    net.Mixed_7b, net.Mixed_7c = pf.FIDInceptionE_1(1280), pf.FIDInceptionE_2(2048)
+    net.load_state_dict(torch.load(path, map_location="cpu", weights_only=True))
+    return net.eval()
+
+
+# pool3 of the FID Inception: the layers pytorch-fid's InceptionV3 runs for its 2048-d block
+_POOL3 = ("Conv2d_1a_3x3", "Conv2d_2a_3x3", "Conv2d_2b_3x3", "maxpool", "Conv2d_3b_1x1", "Conv2d_4a_3x3",
+          "maxpool", "Mixed_5b", "Mixed_5c", "Mixed_5d", "Mixed_6a", "Mixed_6b", "Mixed_6c", "Mixed_6d",
+          "Mixed_6e", "Mixed_7a", "Mixed_7b", "Mixed_7c")
+
+
 class InceptionFeatures(nn.Module):
-    """pytorch-fid's InceptionV3 pool3 features [B, 2048] from a local weights file."""
+    """pytorch-fid's InceptionV3 pool3 features [B, 2048] from a local weights file.
+
+    The same computation as ``pytorch_fid.inception.InceptionV3([3])``: bilinear resize to 299,
+    [0, 1] -> [-1, 1], the FID Inception up to its global average pool (checked against it in
+    tests/test_metrics.py).
+    """
 
     def __init__(self, weights: str | os.PathLike | None = None):
         super().__init__()
-        from pytorch_fid import inception
-
-        path = inception_weights_path(weights)
-
-        def local_state(url, *args, **kwargs):  # replaces the download inside fid_inception_v3
-            return torch.load(path, map_location="cpu", weights_only=True)
-
-        with mock.patch.object(inception, "load_state_dict_from_url", local_state):
-            self.net = inception.InceptionV3([inception.InceptionV3.BLOCK_INDEX_BY_DIM[2048]])
-        self.net.eval()
+        self.net = fid_inception_network(weights)
 
     def features(self, x: Tensor) -> Tensor:  # [B, C, H, W] in [-1, 1] -> [B, 2048]
         if x.shape[1] == 1:
             x = x.expand(-1, 3, -1, -1)
-        x01 = ((x + 1) / 2).clamp(0, 1)  # pytorch-fid takes [0, 1] and rescales itself
-        return self.net(x01)[0].flatten(1)
+        x01 = ((x + 1) / 2).clamp(0, 1)  # the [0, 1] images pytorch-fid takes
+        h = F.interpolate(x01, size=(299, 299), mode="bilinear", align_corners=False) * 2 - 1
+        for name in _POOL3:
+            h = F.max_pool2d(h, kernel_size=3, stride=2) if name == "maxpool" else getattr(self.net, name)(h)
+        return F.adaptive_avg_pool2d(h, 1).flatten(1)
 
 
 class FID:
