@@ -15,6 +15,9 @@ Run directory::
     RUN_DIR/run.json        TrainConfig + run_info
     RUN_DIR/tb/             TensorBoard events (TrainConfig.tensorboard)
 
+``TrainConfig`` / ``Hook`` live in ``medcf.train.engine_config`` and the run-directory
+helpers (``clear_run_dir``) in ``medcf.train.engine_rundir``; all are importable from here.
+
 Example:
     >>> def step_fn(tr, batch):
     ...     model, opt = tr.models["model"], tr.optimizers["model"]
@@ -32,10 +35,8 @@ import json
 import logging
 import math
 import os
-import shutil
 import time
 from collections.abc import Callable, Mapping, Sequence
-from dataclasses import dataclass
 from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any
@@ -54,79 +55,21 @@ from medcf.io import (
 )
 from medcf.progress import tqdm  # a live bar on a terminal, plain lines in a log
 from medcf.train.ema import EMA
+from medcf.train.engine_config import Hook, StepFn, TrainConfig
+from medcf.train.engine_rundir import (
+    RUN_NAME,
+    STATE_NAME,
+    STATS_NAME,
+    clean_stale_writes,
+    clear_run_dir,
+    line_step,
+)
 from medcf.train.rng import capture_rng_state, restore_rng_state, seed_everything
 from medcf.train.sampler import ResumableBatchSampler, derive_seed
 
 logger = logging.getLogger(__name__)
 
-STATE_NAME = "train_state.pt"
-STATS_NAME = "stats.jsonl"
-RUN_NAME = "run.json"
 STATE_VERSION = 1
-MIXED_PRECISION = ("no", "fp16", "bf16")
-
-
-@dataclass(frozen=True)
-class TrainConfig:
-    """Engine settings shared by every recipe (the recipe's own settings go in ``run_info``)."""
-
-    out_dir: str  # run directory
-    steps: int  # total optimizer steps
-    batch_size: int = 64  # global batch size (split across processes)
-    seed: int = 0
-    log_every: int = 50  # stats.jsonl line + progress-bar refresh
-    checkpoint_every: int = 500  # 0 = only at the end
-    ema_decay: float | None = None  # EMA of the exported model
-    mixed_precision: str = "no"  # "no" | "fp16" | "bf16" (GPU only; CPU falls back to "no")
-    tensorboard: bool = False
-    num_workers: int = 0
-    progress: bool = True
-
-    def __post_init__(self) -> None:
-        def bad(msg: str) -> MedcfError:
-            return MedcfError(f"TrainConfig.{msg}")
-
-        if not str(self.out_dir):
-            raise bad("out_dir must not be empty")
-        if not isinstance(self.steps, int) or self.steps < 1:
-            raise bad(f"steps must be an integer >= 1, got {self.steps!r}")
-        if not isinstance(self.batch_size, int) or self.batch_size < 1:
-            raise bad(f"batch_size must be an integer >= 1, got {self.batch_size!r}")
-        if not isinstance(self.log_every, int) or self.log_every < 1:
-            raise bad(f"log_every must be an integer >= 1, got {self.log_every!r}")
-        if not isinstance(self.checkpoint_every, int) or self.checkpoint_every < 0:
-            raise bad(f"checkpoint_every must be an integer >= 0, got {self.checkpoint_every!r}")
-        if self.ema_decay is not None and not 0.0 <= self.ema_decay < 1.0:
-            raise bad(f"ema_decay must be in [0, 1) or None, got {self.ema_decay!r}")
-        if self.mixed_precision not in MIXED_PRECISION:
-            raise bad(f"mixed_precision must be one of {MIXED_PRECISION}, got {self.mixed_precision!r}")
-        if not isinstance(self.num_workers, int) or self.num_workers < 0:
-            raise bad(f"num_workers must be an integer >= 0, got {self.num_workers!r}")
-
-
-@dataclass(frozen=True)
-class Hook:
-    """Call ``fn(trainer)`` every ``every`` steps (and after the last step when ``at_end``).
-
-    The returned dict (or None) is logged to stats.jsonl / TensorBoard: numbers as
-    scalars, strings in stats.jsonl only, [C,H,W] / [B,C,H,W] tensors in [-1, 1] as
-    TensorBoard images. With ``main_process_only`` (default) it runs on rank 0 only, so
-    use ``tr.unwrap(name)`` / ``tr.ema_model()`` there rather than the DDP-wrapped model.
-    """
-
-    every: int
-    fn: Callable[[Trainer], Mapping[str, Any] | None]
-    at_end: bool = True
-    main_process_only: bool = True
-
-    def __post_init__(self) -> None:
-        if not isinstance(self.every, int) or self.every < 1:
-            raise MedcfError(f"Hook.every must be an integer >= 1, got {self.every!r}")
-
-
-# step_fn returns floats or 0-dim tensors; tensors are summed on the device and read only
-# every log_every steps (no host sync per step)
-StepFn = Callable[["Trainer", dict[str, Tensor]], Mapping[str, float | Tensor]]
 
 
 class Trainer:
@@ -446,10 +389,10 @@ class Trainer:
             return
         stats = self.run_dir / STATS_NAME
         if resumed:
-            _clean_stale_writes(self.run_dir)
+            clean_stale_writes(self.run_dir)
         if resumed and stats.exists():  # drop lines after the checkpoint and any torn last line
             kept = [line for line in stats.read_text().splitlines()
-                    if 0 <= _line_step(line) <= self.step]
+                    if 0 <= line_step(line) <= self.step]
             atomic_write_text(stats, "".join(line + "\n" for line in kept))
         self._stats_file = stats.open("a")
         if self.config.tensorboard:
@@ -594,60 +537,6 @@ def _fmt(v: Any) -> str:
     if isinstance(v, float):
         return f"{v:.4g}" if math.isfinite(v) else str(v)
     return str(v)
-
-
-def _line_step(line: str) -> int:
-    """The step of a stats.jsonl line; -1 for a torn or foreign line."""
-    try:
-        return int(json.loads(line)["step"])
-    except (ValueError, KeyError, TypeError):
-        return -1
-
-
-def clear_run_dir(run_dir: str | os.PathLike) -> list[str]:
-    """Remove what the engine writes in a run directory (state, run.json, stats, model/,
-    tb/, interrupted writes) so that a new run can start there; other files are kept.
-    Returns the names removed. Used by ``--overwrite`` and to restart a run that
-    stopped before its first checkpoint.
-
-    Example:
-        >>> clear_run_dir("runs/vae")     # doctest: +SKIP
-        ['model', 'run.json', 'stats.jsonl', 'train_state.pt']
-    """
-    run_dir = Path(run_dir)
-    if run_dir.is_symlink():
-        raise MedcfError(f"{run_dir}: --out is a symbolic link; refusing to clear it")
-    if not run_dir.is_dir():
-        return []
-    removed = []
-    for entry in sorted(run_dir.iterdir()):
-        name = entry.name
-        ours = name in (STATE_NAME, RUN_NAME, STATS_NAME, "model", "tb") or (
-            name.startswith(".") and any(k in name for k in (STATE_NAME, "model", RUN_NAME, STATS_NAME)))
-        if not ours:
-            continue
-        if entry.is_dir() and not entry.is_symlink():
-            shutil.rmtree(entry)
-        else:
-            entry.unlink()
-        removed.append(name)
-    return removed
-
-
-def _clean_stale_writes(run_dir: Path) -> None:
-    """Remove temporaries of atomic writes interrupted by a kill (restoring model/ if needed)."""
-    model = run_dir / "model"
-    olds = sorted(run_dir.glob(".model.*.old"))
-    if not model.exists() and olds:  # killed between the two renames of atomic_write_dir
-        olds[-1].rename(model)
-        logger.warning("%s: restored model/ from an interrupted checkpoint write", run_dir)
-    for p in [*run_dir.glob(".model.*.tmp"), *run_dir.glob(".model.*.old"),
-              *run_dir.glob(f".{STATE_NAME}.*.tmp"), *run_dir.glob(f".{STATS_NAME}.*.tmp"),
-              *run_dir.glob(f".{RUN_NAME}.*.tmp")]:
-        if p.is_dir():
-            shutil.rmtree(p, ignore_errors=True)
-        else:
-            p.unlink(missing_ok=True)
 
 
 __all__ = ["TrainConfig", "Trainer", "Hook", "StepFn", "STATE_NAME", "STATS_NAME", "RUN_NAME", "clear_run_dir"]

@@ -1,0 +1,89 @@
+"""Helpers every image-generating training recipe shares (StyleGAN2, DCGAN, DDPM, ...):
+opening the training split, the facts of a dataset, PNG sample grids, the classifier
+whose features give domain FID, and the last logged figures of a run.
+
+Example:
+    >>> ds, where = open_train_split("data/synth64", 64)           # doctest: +SKIP
+    >>> channels, res, class_names = dataset_facts(ds)              # doctest: +SKIP
+    >>> save_grid(torch.zeros(4, 1, 8, 8), 2, "runs/x/grid.png")    # doctest: +SKIP
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+from pathlib import Path
+
+import torch
+from PIL import Image
+from torch import Tensor, nn
+from torch.utils.data import Dataset, Subset
+
+from medcf.errors import DataError, MedcfError
+from medcf.io import atomic_write
+
+log = logging.getLogger(__name__)
+
+
+def open_train_split(data, resolution: int | None) -> tuple[Dataset, str]:
+    """A path (train split where the data has splits, else all of it) or a Dataset as given."""
+    if not isinstance(data, (str, os.PathLike)):
+        return data, "data"
+    from medcf.data import open_dataset
+
+    if not Path(data).exists():
+        raise DataError(f"{data}: data not found")
+    try:
+        return open_dataset(data, split="train", resolution=resolution), str(data)
+    except DataError as e:
+        log.info("%s: no train split (%s); using all images", data, e)
+        return open_dataset(data, resolution=resolution), str(data)
+
+
+def dataset_facts(ds: Dataset) -> tuple[int, int, tuple[str, ...]]:
+    """(channels, resolution, class_names) of a dataset following the sample-dict contract."""
+    base = ds.dataset if isinstance(ds, Subset) else ds
+    names = tuple(getattr(base, "class_names", ()) or ())
+    image = ds[0]["image"]
+    return int(image.shape[0]), int(image.shape[-1]), names
+
+
+def save_grid(images: Tensor, rows: int, path: str | os.PathLike) -> Path:
+    """images [N, C, H, W] in [-1, 1] (N = rows * cols, C = 1 or 3) -> PNG grid at ``path``."""
+    n, c, h, w = images.shape
+    cols = n // rows
+    a = ((images[: rows * cols].detach().float().cpu().clamp(-1, 1) + 1) * 127.5).round().to(torch.uint8)
+    a = a.reshape(rows, cols, c, h, w).permute(0, 3, 1, 4, 2).reshape(rows * h, cols * w, c).numpy()
+    img = Image.fromarray(a[..., 0] if c == 1 else a)
+    return atomic_write(path, lambda p: img.save(p, format="PNG"))
+
+
+def load_fid_oracle(path, channels: int, resolution: int) -> nn.Module:
+    """A medcf classifier run (any kind with ``features``), checked against the data's image shape."""
+    from medcf.classifiers import load_classifier
+
+    model = load_classifier(path)
+    try:
+        model.features(torch.zeros(2, channels, resolution, resolution))
+    except MedcfError as e:
+        raise MedcfError(f"{path}: --fid-oracle does not accept the training images ({e})") from e
+    return model
+
+
+def last_stats(run_dir: Path) -> dict[str, float]:
+    """The last logged value of every numeric key in stats.jsonl."""
+    out: dict[str, float] = {}
+    path = run_dir / "stats.jsonl"
+    if path.is_file():
+        for line in path.read_text().splitlines():
+            try:
+                rec = json.loads(line)
+            except ValueError:
+                continue
+            out.update({k: float(v) for k, v in rec.items()
+                        if isinstance(v, (int, float)) and not isinstance(v, bool)})
+    return out
+
+
+__all__ = ["dataset_facts", "last_stats", "load_fid_oracle", "open_train_split", "save_grid"]
