@@ -42,6 +42,11 @@ def train_diffusion_command(
     sample_every: int = typer.Option(1000, "--sample-every", help="Steps between sample grids "
                                      "(OUT/samples/*.png)."),
     sample_steps: int = typer.Option(50, "--sample-steps", help="DDIM steps of the sample grids."),
+    fid_oracle: Path = typer.Option(None, "--fid-oracle", help="Classifier run: domain-FID snapshots "
+                                    "(off without it)."),
+    fid_every: int = typer.Option(0, "--fid-every", help="Steps between FID snapshots (0: at the end)."),
+    fid_n: int = typer.Option(500, "--fid-n", help="Training images and DDIM samples per FID snapshot."),
+    fid_sample_steps: int = typer.Option(20, "--fid-sample-steps", help="DDIM steps of the FID samples."),
     resume: bool = typer.Option(False, "--resume", help="Continue the run in --out exactly."),
     progress: bool = typer.Option(True, "--progress/--no-progress", help="Show a progress bar."),
     as_json: bool = typer.Option(False, "--json", help="Print the result as JSON."),
@@ -58,13 +63,15 @@ def train_diffusion_command(
                           lr=lr, widths=_widths(widths), layers_per_block=layers_per_block, attention=attention,
                           train_timesteps=timesteps, beta_schedule=beta_schedule,
                           ema_decay=ema_decay if ema_decay > 0 else None, seed=seed, sample_every=sample_every,
-                          sample_steps=sample_steps, resume=resume, progress=progress)
+                          sample_steps=sample_steps, fid_oracle=fid_oracle, fid_every=fid_every, fid_n=fid_n,
+                          fid_sample_steps=fid_sample_steps, resume=resume, progress=progress)
     if as_json:
         typer.echo(json.dumps({"model_dir": str(res.model_dir), "steps": res.steps, "loss": res.last_loss,
-                               "wall_s": res.wall_s}, indent=2))
+                               "wall_s": res.wall_s, "fid": res.fid}, indent=2))
         return
     loss = f", loss {res.last_loss:.4g}" if res.last_loss is not None else ""
-    typer.echo(f"diffusion: {res.model_dir} ({res.steps} steps{loss}, {res.wall_s:.0f} s)")
+    fid = f"; FID {res.fid['fid']:.4g} ({res.fid['extractor']})" if res.fid else ""
+    typer.echo(f"diffusion: {res.model_dir} ({res.steps} steps{loss}, {res.wall_s:.0f} s{fid})")
 
 
 def register(app: typer.Typer) -> None:

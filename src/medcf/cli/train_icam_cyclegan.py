@@ -20,6 +20,10 @@ SEED = typer.Option(0, "--seed", help="Initial weights, data pairing and order."
 RESOLUTION = typer.Option(None, "--resolution", help="Resize images to this size.")
 SAMPLE_EVERY = typer.Option(500, "--sample-every", help="Steps between sample grids (RUN_DIR/samples).")
 CHECKPOINT_EVERY = typer.Option(500, "--checkpoint-every", help="Steps between checkpoints.")
+FID_ORACLE = typer.Option(None, "--fid-oracle", help="Classifier run: domain-FID snapshots of the translation "
+                          "A -> B against real B images (off without it).")
+FID_EVERY = typer.Option(0, "--fid-every", help="Steps between FID snapshots (0: at the end).")
+FID_N = typer.Option(500, "--fid-n", help="A images translated and real B images per FID snapshot.")
 RESUME = typer.Option(False, "--resume", help="Continue the run in --out exactly.")
 PROGRESS = typer.Option(True, "--progress/--no-progress", help="Show a progress bar.")
 
@@ -36,6 +40,7 @@ def register(app: typer.Typer) -> None:
                                               help="Weight of the identity L1 loss (times --lambda-cycle)."),
         pool_size: int = typer.Option(50, "--pool-size", help="Image pool of generated images (0 = off)."),
         seed: int = SEED, resolution: int | None = RESOLUTION, sample_every: int = SAMPLE_EVERY,
+        fid_oracle: Path | None = FID_ORACLE, fid_every: int = FID_EVERY, fid_n: int = FID_N,
         checkpoint_every: int = CHECKPOINT_EVERY, resume: bool = RESUME, progress: bool = PROGRESS,
     ) -> None:
         """Train a CycleGAN between two classes (for --method cyclegan).
@@ -47,9 +52,11 @@ def register(app: typer.Typer) -> None:
         res = train_cyclegan(data, out, domain_a=domain_a, domain_b=domain_b, steps=steps, batch_size=batch_size,
                              lr=lr, width=width, blocks=blocks, disc_width=disc_width, disc_layers=disc_layers,
                              lambda_cycle=lambda_cycle, lambda_identity=lambda_identity, pool_size=pool_size,
-                             seed=seed, resolution=resolution, sample_every=sample_every,
-                             checkpoint_every=checkpoint_every, resume=resume, progress=progress)
-        typer.echo(f"cyclegan ({res.domains[0]} <-> {res.domains[1]}): {res.model_dir} ({res.wall_s:.0f} s)")
+                             seed=seed, resolution=resolution, sample_every=sample_every, fid_oracle=fid_oracle,
+                             fid_every=fid_every, fid_n=fid_n, checkpoint_every=checkpoint_every, resume=resume,
+                             progress=progress)
+        typer.echo(f"cyclegan ({res.domains[0]} <-> {res.domains[1]}): {res.model_dir} ({res.wall_s:.0f} s"
+                   f"{_fid_text(res.fid)})")
 
     @app.command("icam")
     def icam_command(
@@ -59,6 +66,7 @@ def register(app: typer.Typer) -> None:
         attr_dim: int = typer.Option(8, "--attr-dim", help="Size of the class-relevant attribute code."),
         disc_width: int = DISC_WIDTH, disc_layers: int = DISC_LAYERS,
         seed: int = SEED, resolution: int | None = RESOLUTION, sample_every: int = SAMPLE_EVERY,
+        fid_oracle: Path | None = FID_ORACLE, fid_every: int = FID_EVERY, fid_n: int = FID_N,
         checkpoint_every: int = CHECKPOINT_EVERY, resume: bool = RESUME, progress: bool = PROGRESS,
     ) -> None:
         """Train ICAM (disentangled class-relevant / class-irrelevant codes) for --method icam.
@@ -70,8 +78,12 @@ def register(app: typer.Typer) -> None:
         res = train_icam(data, out, domain_a=domain_a, domain_b=domain_b, steps=steps, batch_size=batch_size,
                          lr=lr, width=width, blocks=blocks, attr_dim=attr_dim, attr_width=width,
                          disc_width=disc_width, disc_layers=disc_layers, seed=seed, resolution=resolution,
-                         sample_every=sample_every, checkpoint_every=checkpoint_every, resume=resume,
-                         progress=progress)
+                         sample_every=sample_every, fid_oracle=fid_oracle, fid_every=fid_every, fid_n=fid_n,
+                         checkpoint_every=checkpoint_every, resume=resume, progress=progress)
         figures = ", ".join(f"{k} {v:.3g}" for k, v in res.val.items() if isinstance(v, float))
         typer.echo(f"icam ({res.domains[0]} <-> {res.domains[1]}): {res.model_dir} ({res.wall_s:.0f} s"
-                   f"{'; val ' + figures if figures else ''})")
+                   f"{'; val ' + figures if figures else ''}{_fid_text(res.fid)})")
+
+
+def _fid_text(fid: dict | None) -> str:
+    return f"; FID A->B {fid['fid']:.4g} ({fid['extractor']})" if fid else ""

@@ -11,7 +11,10 @@ Per step, on an unpaired batch (a from domain A, b from domain B, see
 Adam(lr, betas (0.5, 0.999)); the learning rate is constant for the first half of the run
 and decays linearly to 0 over the second half (computed from the step, so a resumed run
 continues exactly). The image pools are part of the resume state. Sample grids of fixed
-validation images (rows: A, G_AB(A), B, G_BA(B)) go to RUN_DIR/samples/.
+validation images (rows: A, G_AB(A), B, G_BA(B)) go to RUN_DIR/samples/. With ``fid_oracle``
+(a medcf classifier run), domain-FID snapshots of the translation (``translation_fid``:
+G_AB of up to ``fid_n`` training images of A against as many real B images) every
+``fid_every`` steps; the last one is kept in the model's ``meta["fid"]``.
 
 Example:
     >>> res = train_cyclegan("data/synth64", "runs/cyclegan", domain_a="normal",
@@ -47,6 +50,7 @@ from medcf.train.domains import (
     open_split,
     resolve_domains,
 )
+from medcf.train.fid_snapshots import keep_fid_in_meta, translation_fid
 
 log = logging.getLogger(__name__)
 
@@ -60,6 +64,7 @@ class TrainedTranslator:
     domains: tuple[str, str]
     val: dict[str, Any] = field(default_factory=dict)
     wall_s: float = 0.0
+    fid: dict | None = None                 # last domain-FID snapshot of A -> B ({"fid", "extractor", ...})
 
 
 class _Pools:
@@ -123,6 +128,9 @@ def train_cyclegan(
     resolution: int | None = None,          # resize the data to this size
     val_data: Dataset | None = None,
     sample_every: int = 500,                # steps between sample grids
+    fid_oracle: str | os.PathLike | None = None,  # classifier run for domain-FID snapshots (None: off)
+    fid_every: int = 0,                     # steps between FID snapshots (0: only at the end)
+    fid_n: int = 500,                       # A images translated / real B images per snapshot
     resume: bool = False,
     progress: bool = True,
     log_every: int = 50,
@@ -197,11 +205,18 @@ def train_cyclegan(
             m.train(was)
 
     hooks = [Hook(every=sample_every or steps, fn=grid_hook(translate, x_a, x_b, 2))]
+    snaps = None
+    if fid_oracle is not None:
+        snaps = translation_fid(fid_oracle, train_ds, a_cls, b_cls, lambda tr, xa, xb: tr.unwrap("model").eval().g_ab(xa),
+                                n=fid_n, every=fid_every, steps=steps, channels=config.channels,
+                                resolution=config.resolution)
+        hooks.append(snaps.hook)
     run_info = {"recipe": "medcf.train.cyclegan.train_cyclegan", "kind": CycleGAN.kind, "data": where,
                 "domains": [config.domain_name("a"), config.domain_name("b")], "steps": steps,
                 "batch_size": batch_size, "lr": lr, "width": width, "blocks": blocks, "disc_width": disc_width,
                 "disc_layers": disc_layers, "lambda_cycle": lambda_cycle, "lambda_identity": lambda_identity,
-                "pool_size": pool_size, "seed": seed}
+                "pool_size": pool_size, "seed": seed,
+                "fid_oracle": str(fid_oracle) if fid_oracle is not None else None, "fid_n": fid_n}
     tconf = TrainConfig(out_dir=str(out_dir), steps=steps, batch_size=batch_size, seed=seed, log_every=log_every,
                         checkpoint_every=checkpoint_every, ema_decay=None, num_workers=num_workers,
                         progress=progress)
@@ -209,9 +224,12 @@ def train_cyclegan(
                       optimizers={"g": opt_g, "d": opt_d}, dataset=UnpairedDomains(train_ds, a_cls, b_cls, seed=seed),
                       step_fn=step_fn, export="model", extra_state=pools, hooks=hooks, run_info=run_info)
     model_dir = Path(trainer.fit(resume=resume))
+    fid = snaps.last_result(out_dir) if snaps is not None else None
+    if trainer.is_main_process:
+        keep_fid_in_meta(trainer.unwrap("model"), model_dir, fid)
     return TrainedTranslator(model_dir=model_dir, kind=CycleGAN.kind,
                              domains=(config.domain_name("a"), config.domain_name("b")),
-                             wall_s=time.perf_counter() - t0)
+                             wall_s=time.perf_counter() - t0, fid=fid)
 
 
 # quick-profile sizes (a profile's [methods.cyclegan] table overrides any of them; ``explain``

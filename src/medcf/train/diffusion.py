@@ -6,7 +6,11 @@ with mean squared error. Adam with linear warm-up and cosine decay (a pure funct
 of the step, so a resumed run continues exactly), EMA of the exported model, the
 engine's checkpoints, progress and resume. A conditional model (``cond=True``) sees
 the label, dropped to the "no label" class with probability ``p_uncond``. Sample
-grids (DDIM, fixed seed) go to ``RUN_DIR/samples/``.
+grids (DDIM, fixed seed) go to ``RUN_DIR/samples/``. With ``fid_oracle`` (a medcf
+classifier run), domain-FID snapshots (``medcf.train.fid_snapshots``) compare ``fid_n``
+training images with as many DDIM samples (``fid_sample_steps`` steps, fixed noise; a
+conditional model samples the real images' classes) every ``fid_every`` steps; the last
+one is kept in the model's ``meta["fid"]``.
 
 Example:
     >>> res = train_diffusion("data/synth64", "runs/ddpm", resolution=64, steps=4000)  # doctest: +SKIP
@@ -28,6 +32,14 @@ import torch.nn.functional as F
 
 from medcf.errors import DataError, MedcfError
 from medcf.generators.diffusion import DiffusionConfig, DiffusionModel
+from medcf.train.fid_snapshots import (
+    FIDSnapshots,
+    check_fid_settings,
+    keep_fid_in_meta,
+    load_fid_oracle,
+    real_subset,
+    spread_indices,
+)
 from medcf.train.schedules import warmup_cosine
 
 log = logging.getLogger(__name__)
@@ -41,6 +53,7 @@ class TrainedDiffusion:
     steps: int
     last_loss: float | None = None
     wall_s: float = 0.0
+    fid: dict | None = None                 # last domain-FID snapshot ({"fid", "extractor", ...})
 
 
 def diffusion_loss(model: DiffusionModel, scheduler: Any, x: torch.Tensor, generator: torch.Generator,
@@ -84,6 +97,10 @@ def train_diffusion(
     sample_every: int = 1000,               # steps between sample grids (0: only at the end)
     sample_steps: int = 50,                 # DDIM steps of the sample grids
     grid: tuple[int, int] = (4, 4),         # rows, columns of the sample grid
+    fid_oracle: str | os.PathLike | None = None,  # classifier run for domain-FID snapshots (None: off)
+    fid_every: int = 0,                     # steps between FID snapshots (0: only at the end)
+    fid_n: int = 500,                       # real images and DDIM samples per snapshot
+    fid_sample_steps: int = 20,             # DDIM steps of the FID samples
     resume: bool = False,
     progress: bool = True,
     log_every: int = 50,
@@ -101,6 +118,10 @@ def train_diffusion(
     if steps < 1 or batch_size < 1 or lr <= 0 or not 0.0 <= p_uncond < 1.0:
         raise MedcfError(f"steps, batch_size, lr must be positive and p_uncond in [0, 1), got "
                          f"{steps}, {batch_size}, {lr}, {p_uncond}")
+    if fid_oracle is not None:
+        check_fid_settings(fid_every, fid_n)
+        if fid_sample_steps < 1:
+            raise MedcfError(f"--fid-sample-steps: expected an integer >= 1, got {fid_sample_steps!r}")
     t_start = time.perf_counter()
     train_ds, where = _open_train_data(data, resolution)
     if len(train_ds) == 0:
@@ -159,20 +180,40 @@ def train_diffusion(
         return {"samples_png": name}
 
     hooks = [Hook(every=sample_every or steps, fn=sample_grid)] if rows * cols > 0 else []
+    snaps = None
+    if fid_oracle is not None:
+        oracle = load_fid_oracle(fid_oracle, channels, res)
+        fid_labels = (torch.tensor([int(train_ds[i]["label"]) for i in spread_indices(len(train_ds), fid_n)])
+                      if cond else None)                               # [n]: sample the real images' classes
+
+        def fid_sample(tr, n: int) -> torch.Tensor:                    # -> [n, C, R, R], fixed noise
+            net = tr.ema_model()
+            gen = torch.Generator(device=tr.device).manual_seed(seed + 2000)
+            return torch.cat([net.sample(min(64, n - i), steps=fid_sample_steps, generator=gen,
+                                         labels=fid_labels[i:i + 64] if cond else None)
+                              for i in range(0, n, 64)])
+
+        snaps = FIDSnapshots(oracle, real_subset(train_ds, fid_n), fid_sample, every=fid_every, steps=steps)
+        hooks.append(snaps.hook)
     run_info = {"recipe": "medcf.train.diffusion.train_diffusion", "data": where, "resolution": res,
                 "channels": channels, "cond": cond, "class_names": list(config.class_names), "steps": steps,
                 "batch_size": batch_size, "lr": lr, "widths": list(config.widths),
                 "layers_per_block": layers_per_block, "attention": attention, "train_timesteps": train_timesteps,
                 "beta_schedule": beta_schedule, "prediction_type": prediction_type, "p_uncond": p_uncond,
-                "ema_decay": ema_decay, "seed": seed, "sample_steps": sample_steps}
+                "ema_decay": ema_decay, "seed": seed, "sample_steps": sample_steps,
+                "fid_oracle": str(fid_oracle) if fid_oracle is not None else None, "fid_n": fid_n,
+                "fid_sample_steps": fid_sample_steps}
     tconf = TrainConfig(out_dir=str(out_dir), steps=steps, batch_size=batch_size, seed=seed,
                         log_every=log_every, checkpoint_every=checkpoint_every, ema_decay=ema_decay,
                         num_workers=num_workers, progress=progress)
     trainer = Trainer(tconf, models={"model": model}, optimizers={"model": opt}, dataset=train_ds,
                       step_fn=step_fn, export="model", hooks=hooks, run_info=run_info)
     model_dir = Path(trainer.fit(resume=resume))
+    fid = snaps.last_result(out_dir) if snaps is not None else None
+    if trainer.is_main_process:                          # the last snapshot travels with the model
+        keep_fid_in_meta(trainer.ema_model(), model_dir, fid)
     return TrainedDiffusion(model_dir=model_dir, steps=trainer.step, last_loss=last.get("loss"),
-                            wall_s=time.perf_counter() - t_start)
+                            wall_s=time.perf_counter() - t_start, fid=fid)
 
 
 __all__ = ["TrainedDiffusion", "diffusion_loss", "train_diffusion"]

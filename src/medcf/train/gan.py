@@ -39,6 +39,12 @@ from torch.utils.data import Dataset
 from medcf.errors import DataError, MedcfError
 from medcf.generators.dcgan import DCGANConfig, DCGANCritic, DCGANGenerator
 from medcf.io import read_header
+from medcf.train.fid_snapshots import (
+    FIDSnapshots,
+    check_fid_settings,
+    load_fid_oracle,
+    real_subset,
+)
 
 log = logging.getLogger(__name__)
 
@@ -107,40 +113,6 @@ def grid_hook(sample_fn, run_dir_name: str = "samples", n: int = 16, seed: int =
         return {"samples_png": name}
 
     return sample_grid
-
-
-def fid_hook(oracle: nn.Module, real: Tensor, sample_fn, holder: dict[str, Any], seed: int = 0):
-    """A hook computing FID between ``real`` [n, C, R, R] and ``sample_fn(tr, n, seed)`` on the
-    oracle's features; the latest result is kept in ``holder["last"]``."""
-    from medcf.eval.fid import FID
-
-    def fid_snapshot(tr) -> dict[str, Any]:
-        oracle.to(tr.device)
-        fid = FID(oracle)
-        for i in range(0, real.shape[0], 64):
-            fid.update(real[i:i + 64], real=True)
-        fake = sample_fn(tr, real.shape[0], seed)
-        for i in range(0, fake.shape[0], 64):
-            fid.update(fake[i:i + 64], real=False)
-        result = fid.compute()
-        holder["last"] = {**result.as_dict(), "step": tr.step}
-        return {"fid": result.fid, "fid_extractor": result.extractor}
-
-    return fid_snapshot
-
-
-def load_fid_oracle(path, channels: int, resolution: int) -> nn.Module:
-    """A medcf classifier run whose features serve for domain FID, checked on the data's shape."""
-    from medcf.train.stylegan2 import _load_oracle
-
-    return _load_oracle(path, channels, resolution)
-
-
-def real_subset(dataset: Dataset, n: int) -> Tensor:
-    """``n`` images [n, C, R, R] spread evenly over ``dataset``."""
-    n = min(n, len(dataset))
-    idx = torch.linspace(0, len(dataset) - 1, n).round().long().tolist()
-    return torch.stack([dataset[i]["image"] for i in idx])
 
 
 def train_gan(
@@ -239,11 +211,13 @@ def train_gan(
 
     n_steps = steps * n_critic
     hooks = [Hook(every=sample_every if sample_every > 0 else n_steps, fn=grid_hook(sample, seed=seed + 1000))]
-    holder: dict[str, Any] = {}
+    snaps = None
     if fid_oracle is not None:
+        check_fid_settings(fid_every, fid_n)
         oracle = load_fid_oracle(fid_oracle, channels, res)
-        hooks.append(Hook(every=fid_every if fid_every > 0 else n_steps,
-                          fn=fid_hook(oracle, real_subset(train_ds, fid_n), sample, holder, seed + 2000)))
+        snaps = FIDSnapshots(oracle, real_subset(train_ds, fid_n), lambda tr, n: sample(tr, n, seed + 2000),
+                             every=fid_every, steps=n_steps)
+        hooks.append(snaps.hook)
     run_info = {"recipe": "medcf.train.gan.train_gan", "data": where, "loss": loss, "steps": steps,
                 "n_critic": n_critic, "gp_weight": gp_weight, "batch_size": batch_size, "lr": lr,
                 "z_dim": z_dim, "base_channels": base_channels, "max_channels": max_channels,
@@ -258,13 +232,14 @@ def train_gan(
     model_dir = Path(trainer.fit(resume=resume))
     meta = dict(read_header(model_dir).get("meta", {}))
     meta.update({"data": where, "loss": loss, "generator_steps": trainer.step // n_critic})
-    if holder.get("last"):
-        meta["fid"] = holder["last"]
+    fid = snaps.last_result(out_dir) if snaps is not None else None
+    if fid:
+        meta["fid"] = fid
     trainer.ema_model().save(model_dir, meta=meta)
     trainer.unwrap("D").save(Path(out_dir) / "critic", meta={"steps": trainer.step})
     from medcf.train.stylegan2 import _last_stats
 
-    return TrainedGAN(model_dir=model_dir, steps=trainer.step, fid=holder.get("last"),
+    return TrainedGAN(model_dir=model_dir, steps=trainer.step, fid=fid,
                       stats=_last_stats(Path(out_dir)), wall_s=time.perf_counter() - t0)
 
 

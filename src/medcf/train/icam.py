@@ -14,7 +14,10 @@ deviation of the attribute code over the training images are stored in the model
 (``attr_mean``/``attr_std``), and validation figures (ICAM's own classifier accuracy,
 self-reconstruction L1, how often the attribute swap changes ICAM's decision) go to
 ``meta["val"]``. Sample grids (rows: A, A with B's attribute, B, B with A's attribute)
-go to RUN_DIR/samples/.
+go to RUN_DIR/samples/. With ``fid_oracle`` (a medcf classifier run), domain-FID snapshots
+of the translation A -> B (up to ``fid_n`` training images of A decoded with the attribute
+codes of as many real B images, against those B images) every ``fid_every`` steps; the last
+one is kept in the model's ``meta["fid"]``.
 
 Example:
     >>> res = train_icam("data/synth64", "runs/icam", steps=3000)   # doctest: +SKIP
@@ -50,6 +53,7 @@ from medcf.train.domains import (
     grid_hook,
     grid_pairs,
 )
+from medcf.train.fid_snapshots import translation_fid
 
 
 @torch.no_grad()
@@ -118,6 +122,9 @@ def train_icam(
     resolution: int | None = None,
     val_data: Dataset | None = None,
     sample_every: int = 500,
+    fid_oracle: str | os.PathLike | None = None,  # classifier run for domain-FID snapshots (None: off)
+    fid_every: int = 0,                     # steps between FID snapshots (0: only at the end)
+    fid_n: int = 500,                       # A images translated / real B images per snapshot
     resume: bool = False,
     progress: bool = True,
     log_every: int = 50,
@@ -187,11 +194,21 @@ def train_icam(
             m.train(was)
 
     hooks = [Hook(every=sample_every or steps, fn=grid_hook(translate, x_a, x_b, 2))]
+    snaps = None
+    if fid_oracle is not None:
+        def to_b(tr, xa, xb):                       # A's content with B's attribute code -> [m, C, H, W]
+            m = tr.unwrap("model").eval()
+            return m.decode(m.encode(xa)[0], m.encode(xb)[1])
+
+        snaps = translation_fid(fid_oracle, train_ds, a_cls, b_cls, to_b, n=fid_n, every=fid_every, steps=steps,
+                                channels=config.channels, resolution=config.resolution)
+        hooks.append(snaps.hook)
     run_info = {"recipe": "medcf.train.icam.train_icam", "kind": ICAM.kind, "data": where,
                 "domains": [config.domain_name("a"), config.domain_name("b")], "steps": steps,
                 "batch_size": batch_size, "lr": lr, "width": width, "blocks": blocks, "attr_dim": attr_dim,
                 "attr_width": attr_width, "disc_width": disc_width, "disc_layers": disc_layers,
-                "weights": dataclasses.asdict(weights), "seed": seed}
+                "weights": dataclasses.asdict(weights), "seed": seed,
+                "fid_oracle": str(fid_oracle) if fid_oracle is not None else None, "fid_n": fid_n}
     tconf = TrainConfig(out_dir=str(out_dir), steps=steps, batch_size=batch_size, seed=seed, log_every=log_every,
                         checkpoint_every=checkpoint_every, ema_decay=None, num_workers=num_workers,
                         progress=progress)
@@ -212,10 +229,13 @@ def train_icam(
         val["swap_flip_rate"] = swap_flip_rate(trained, val_data, device=trainer.device)
     meta = dict(read_header(model_dir).get("meta", {}))
     meta.update({"val": val, "data": where})
+    fid = snaps.last_result(out_dir) if snaps is not None else None
+    if fid:
+        meta["fid"] = fid
     trained.save(model_dir, meta=meta)
     return TrainedTranslator(model_dir=model_dir, kind=ICAM.kind,
                              domains=(config.domain_name("a"), config.domain_name("b")), val=val,
-                             wall_s=time.perf_counter() - t0)
+                             wall_s=time.perf_counter() - t0, fid=fid)
 
 
 # quick-profile sizes (a profile's [methods.icam] table overrides any of them; ``explain``
