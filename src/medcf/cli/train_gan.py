@@ -33,6 +33,7 @@ def register(app: typer.Typer) -> None:
         sample_every: int = typer.Option(1000, "--sample-every", help="Engine steps between sample grids."),
         fid_oracle: Path = typer.Option(None, "--fid-oracle", help="Classifier run: domain-FID snapshots."),
         fid_every: int = typer.Option(0, "--fid-every", help="Engine steps between FID snapshots (0: at the end)."),
+        fid_n: int = typer.Option(500, "--fid-n", help="Training images and samples per FID snapshot."),
         seed: int = _COMMON["seed"](),
         resume: bool = _COMMON["resume"](),
         progress: bool = _COMMON["progress"](),
@@ -46,7 +47,8 @@ def register(app: typer.Typer) -> None:
         res = train_gan(data, out, loss=loss, steps=steps, n_critic=n_critic, batch_size=batch_size, lr=lr,
                         z_dim=z_dim, base_channels=base_channels, resolution=resolution,
                         ema_decay=ema_decay if ema_decay > 0 else None, sample_every=sample_every,
-                        fid_oracle=fid_oracle, fid_every=fid_every, seed=seed, resume=resume, progress=progress)
+                        fid_oracle=fid_oracle, fid_every=fid_every, fid_n=fid_n, seed=seed, resume=resume,
+                        progress=progress)
         fid = f"; FID {res.fid['fid']:.4g} ({res.fid['extractor']})" if res.fid else ""
         typer.echo(f"gan: {res.model_dir} ({res.steps} engine steps, {res.wall_s:.0f} s{fid})")
 
