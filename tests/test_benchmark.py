@@ -288,4 +288,9 @@ def test_task_effusion_scores_the_recess(tmp_path, capsys):
     assert [(r["method"], r["task"]) for r in rows] == [("latent-shift", "effusion")]
     cpr = float(rows[0]["cpr_change"])  # a fraction of the queries, measured by the trained recess scorer
     assert 0.0 <= cpr <= 1.0 and rows[0]["ctr_cross"] == ""
+    # localization against the pleural fluid mask, like the heart band / lesion of the other tasks
+    # (ncc may stay empty here: the micro profile's VAE barely changes the images, a constant map)
+    assert 0.0 <= float(rows[0]["auroc"]) <= 1.0
+    loc = json.loads((out / "rows" / "effusion" / "latent-shift" / "summary.json").read_text())["localization"]
+    assert loc["region"] == "pleural fluid mask" and loc["n_scored"] >= 1
     assert (out / "cache").glob("cpr-scorer-*").__next__().is_dir()

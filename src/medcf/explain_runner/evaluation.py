@@ -22,13 +22,21 @@ log = logging.getLogger(__name__)
 
 
 def dataset_task(dataset: Dataset) -> str | None:
-    """The synthetic task ("cardiomegaly" | "opacity") of a dataset, when it says one."""
+    """The synthetic task of a dataset when it says one and it has a localization truth region
+    ("cardiomegaly": heart-border band, "opacity": lesion mask, "effusion": pleural fluid mask).
+
+    Example:
+        >>> dataset_task(open_dataset("data/synth-effusion", split="test"))   # doctest: +SKIP
+        'effusion'
+    """
+    from medcf.eval.report import _TASK_REGIONS  # the tasks _truth_region knows (one list)
+
     base = dataset
     while isinstance(base, Subset):
         base = base.dataset
     info = getattr(base, "info", None)
     task = info.get("task") if isinstance(info, dict) else getattr(getattr(base, "config", None), "task", None)
-    return task if task in ("cardiomegaly", "opacity") else None
+    return task if task in _TASK_REGIONS else None
 
 
 def _reference_images(dataset: Dataset, classes: set[int] | None, limit: int) -> Tensor:
