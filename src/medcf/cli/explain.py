@@ -278,6 +278,8 @@ def register(app: typer.Typer) -> None:
         oracle: Path = typer.Option(None, "--oracle", help="Oracle run (independent judge; FID features)."),
         fo_detector: Path = typer.Option(None, "--fo-detector", help="Foreign-object detector run (FOP)."),
         ctr_regressor: Path = typer.Option(None, "--ctr-regressor", help="CTR regressor run (clinical metric)."),
+        cpr_scorer: Path = typer.Option(None, "--cpr-scorer", help="Costophrenic-recess scorer run "
+                                        "(effusion clinical metric: cpr_change)."),
         target: str = typer.Option("opposite", "--target", help="Class name/index, or 'opposite' of "
                                    "the classifier's decision per query."),
         limit: int = typer.Option(None, "--limit", help="Evaluate the first N images of the split."),
@@ -307,6 +309,8 @@ def register(app: typer.Typer) -> None:
         --data runs/demo/data --oracle runs/demo/oracle --fo-detector runs/demo/fo-detector
         --ctr-regressor runs/demo/ctr-regressor --limit 200 --out runs/eval
 
+        Effusion data: add --cpr-scorer runs/cpr-scorer (medcf train cpr-scorer) for cpr_change.
+
         Latent probe: add --method latent-probe --generator runs/stylegan2 --encoder runs/encoder
         --probe-dir runs/probe
         """
@@ -316,7 +320,8 @@ def register(app: typer.Typer) -> None:
                  "max_steps": max_steps, "max_change": _parse_max_change(max_change), "encoder": encoder,
                  "probe_dir": probe_dir, "fit_samples": fit_samples, "project_steps": project_steps}
         run_evaluation(method, classifier, generator, data, out, flags=flags, sets=settings, split=split,
-                       oracle=oracle, fo_detector=fo_detector, ctr_regressor=ctr_regressor, target=target,
+                       oracle=oracle, fo_detector=fo_detector, ctr_regressor=ctr_regressor,
+                       cpr_scorer=cpr_scorer, target=target,
                        limit=limit, batch_size=batch_size, fid=fid, inception_weights=inception_weights,
                        lpips=lpips, examples=examples, overwrite=overwrite, progress=progress)
 
@@ -367,7 +372,7 @@ def run_explain(method: str, classifier, generator, images, out, *, flags: dict 
 
 def run_evaluation(method: str, classifier, generator, data, out, *, flags: dict | None = None,
                    sets: list[str] | None = None, split: str = "test", oracle=None, fo_detector=None,
-                   ctr_regressor=None, target: str = "opposite", limit: int | None = None,
+                   ctr_regressor=None, cpr_scorer=None, target: str = "opposite", limit: int | None = None,
                    batch_size: int = 16, fid: str = "domain", inception_weights=None, lpips: bool = True,
                    examples: int = 8, overwrite: bool = False, progress: bool = True, extra_settings=None,
                    echo=typer.echo) -> dict:
@@ -389,7 +394,8 @@ def run_evaluation(method: str, classifier, generator, data, out, *, flags: dict
     models = {name: load_classifier(path, kind=kind) if path is not None else None
               for name, path, kind in (("oracle", oracle, "oracle"),
                                        ("fo_detector", fo_detector, "fo-detector"),
-                                       ("ctr_regressor", ctr_regressor, "ctr-regressor"))}
+                                       ("ctr_regressor", ctr_regressor, "ctr-regressor"),
+                                       ("cpr_scorer", cpr_scorer, "cpr-scorer"))}
     channels, resolution = explainer_input_shape(explainer)
     ds = open_dataset(data, split=split, resolution=resolution, channels=channels)
     with naming_flags(named):
@@ -416,6 +422,7 @@ def run_evaluation(method: str, classifier, generator, data, out, *, flags: dict
         "batch_size": batch_size, "oracle": str(oracle) if oracle else None,
         "fo_detector": str(fo_detector) if fo_detector else None,
         "ctr_regressor": str(ctr_regressor) if ctr_regressor else None,
+        "cpr_scorer": str(cpr_scorer) if cpr_scorer else None,
         "encoder": str(flags["encoder"]) if flags.get("encoder") else None,
         "probe_dir": str(flags["probe_dir"]) if flags.get("probe_dir") else None,
         "fit_samples": flags.get("fit_samples"), "project_steps": flags.get("project_steps"),

@@ -47,6 +47,7 @@ HEADLINE: tuple[tuple[str, str, str], ...] = (
     ("clinical.toward_target", "CTR toward target", "CTR moves toward the target class"),
     ("clinical.monotone", "CTR monotone", "every path step moves the CTR toward the target"),
     ("clinical.ctr_change_toward_target", "CTR change", "mean CTR change in the target direction"),
+    ("clinical_cpr.cpr_change", "CPR change", "costophrenic-recess score (cpr-scorer) crosses 0.5 as the target implies"),
     ("localization.auroc", "localization AUROC", "|difference| vs the truth region (heart border band / lesion)"),
     ("localization.ncc", "localization NCC", "normalised cross-correlation of |difference| and the truth region"),
     ("l1", "L1", "mean |x - x'|"),
