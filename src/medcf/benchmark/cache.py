@@ -9,7 +9,8 @@ training stage is continued from its last checkpoint (the training engine's
 exact resume) when its folder holds one, else restarted.
 
 Prepare hooks of the method table (``MethodSpec.prepare``) use ``cached_stage``
-for their backbones, which is how ``train_min`` is measured for them.
+for their backbones, which is how ``train_min`` is measured for them;
+``profile_stage`` is that hook for a backbone sized by its profile table alone.
 
 Example:
     >>> from medcf.benchmark.cache import cached_stage
@@ -24,7 +25,7 @@ import json
 import os
 import shutil
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from pathlib import Path
 from typing import Any
 
@@ -88,6 +89,28 @@ def cached_stage(root: str | os.PathLike, name: str, config: Any,
     rec["done"] = True
     _mark(path, rec)
     return path
+
+
+def profile_stage(out_dir: str | os.PathLike, name: str, data_dir: str | os.PathLike,
+                  profile: Mapping[str, Any], defaults: Mapping[str, Any], seed: int,
+                  train: Callable[[dict, Path, bool], Any]) -> dict:
+    """The ``prepare`` hook of a backbone sized by its ``[methods.NAME]`` profile table.
+
+    The stage's configuration (its cache key) is ``{"data": str(data_dir), **defaults,
+    **table, "seed": seed}`` where ``table`` is ``profile`` without its ``explain``
+    sub-table; ``train(config, stage_folder, resume)`` trains into the folder when the
+    stage is not finished. Returns the build keywords ``{"generator_dir", **profile["explain"]}``.
+
+    Example:
+        >>> kw = profile_stage("out/methods/cyclegan/cardiomegaly", "cyclegan", "out/cache/data",
+        ...                    {"steps": 150}, {"width": 8, "steps": 300}, 0,
+        ...                    lambda cfg, d, resume: train_cyclegan("out/cache/data", d, resume=resume,
+        ...                                                          steps=int(cfg["steps"])))  # doctest: +SKIP
+    """
+    table = {k: v for k, v in profile.items() if k != "explain"}
+    cfg = {"data": str(data_dir), **defaults, **table, "seed": seed}
+    run = cached_stage(out_dir, name, cfg, lambda d, resume: train(cfg, d, resume))
+    return {"generator_dir": str(run), **profile.get("explain", {})}
 
 
 def stage_seconds(paths) -> float:
