@@ -34,7 +34,6 @@ from typing import Any
 import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
-from torch.utils.data import Dataset
 
 from medcf.errors import DataError, MedcfError
 from medcf.generators.dcgan import DCGANConfig, DCGANCritic, DCGANGenerator
@@ -44,6 +43,11 @@ from medcf.train.fid_snapshots import (
     check_fid_settings,
     load_fid_oracle,
     real_subset,
+)
+from medcf.train.recipe_common import (  # open_train_split: used by vagan too
+    last_stats,
+    open_train_split,
+    save_grid,
 )
 
 log = logging.getLogger(__name__)
@@ -82,21 +86,6 @@ class TrainedGAN:
     wall_s: float = 0.0
 
 
-def open_train_split(data, resolution: int | None) -> tuple[Dataset, str]:
-    """A path (its train split where it has splits, else every image) or a Dataset as given."""
-    if not isinstance(data, (str, os.PathLike)):
-        return data, "data"
-    from medcf.data import open_dataset
-
-    if not Path(data).exists():
-        raise DataError(f"{data}: data not found")
-    try:
-        return open_dataset(data, split="train", resolution=resolution), str(data)
-    except DataError as e:
-        log.info("%s: no train split (%s); using all images", data, e)
-        return open_dataset(data, resolution=resolution), str(data)
-
-
 def images_only(items: list[dict[str, Any]]) -> dict[str, Tensor]:
     """Collate only the images [B, C, R, R] (labels unused)."""
     return {"image": torch.stack([it["image"] for it in items])}
@@ -104,8 +93,6 @@ def images_only(items: list[dict[str, Any]]) -> dict[str, Tensor]:
 
 def grid_hook(sample_fn, run_dir_name: str = "samples", n: int = 16, seed: int = 0):
     """A hook writing ``sample_fn(z_seed)`` ([n, C, R, R]) as RUN/samples/STEP.png."""
-    from medcf.train.stylegan2 import save_grid
-
     def sample_grid(tr) -> dict[str, Any]:
         images = sample_fn(tr, n, seed).cpu()
         name = f"{run_dir_name}/{tr.step:07d}.png"
@@ -237,10 +224,8 @@ def train_gan(
         meta["fid"] = fid
     trainer.ema_model().save(model_dir, meta=meta)
     trainer.unwrap("D").save(Path(out_dir) / "critic", meta={"steps": trainer.step})
-    from medcf.train.stylegan2 import _last_stats
-
     return TrainedGAN(model_dir=model_dir, steps=trainer.step, fid=fid,
-                      stats=_last_stats(Path(out_dir)), wall_s=time.perf_counter() - t0)
+                      stats=last_stats(Path(out_dir)), wall_s=time.perf_counter() - t0)
 
 
 __all__ = ["LOSSES", "TrainedGAN", "gradient_penalty", "train_gan"]

@@ -1,6 +1,6 @@
 """Helpers every image-generating training recipe shares (StyleGAN2, DCGAN, DDPM, ...):
-opening the training split, the facts of a dataset, PNG sample grids, the classifier
-whose features give domain FID, and the last logged figures of a run.
+opening the training split, the facts of a dataset, PNG sample grids, and the last logged
+figures of a run (the domain-FID oracle and snapshots are ``medcf.train.fid_snapshots``).
 
 Example:
     >>> ds, where = open_train_split("data/synth64", 64)           # doctest: +SKIP
@@ -17,10 +17,10 @@ from pathlib import Path
 
 import torch
 from PIL import Image
-from torch import Tensor, nn
+from torch import Tensor
 from torch.utils.data import Dataset, Subset
 
-from medcf.errors import DataError, MedcfError
+from medcf.errors import DataError
 from medcf.io import atomic_write
 
 log = logging.getLogger(__name__)
@@ -59,18 +59,6 @@ def save_grid(images: Tensor, rows: int, path: str | os.PathLike) -> Path:
     return atomic_write(path, lambda p: img.save(p, format="PNG"))
 
 
-def load_fid_oracle(path, channels: int, resolution: int) -> nn.Module:
-    """A medcf classifier run (any kind with ``features``), checked against the data's image shape."""
-    from medcf.classifiers import load_classifier
-
-    model = load_classifier(path)
-    try:
-        model.features(torch.zeros(2, channels, resolution, resolution))
-    except MedcfError as e:
-        raise MedcfError(f"{path}: --fid-oracle does not accept the training images ({e})") from e
-    return model
-
-
 def last_stats(run_dir: Path) -> dict[str, float]:
     """The last logged value of every numeric key in stats.jsonl."""
     out: dict[str, float] = {}
@@ -86,4 +74,4 @@ def last_stats(run_dir: Path) -> dict[str, float]:
     return out
 
 
-__all__ = ["dataset_facts", "last_stats", "load_fid_oracle", "open_train_split", "save_grid"]
+__all__ = ["dataset_facts", "last_stats", "open_train_split", "save_grid"]

@@ -49,10 +49,10 @@ from medcf.errors import DataError, MedcfError
 from medcf.generators.stylegan2 import Discriminator
 from medcf.generators.stylegan2.augment import PRESETS, AugmentConfig, AugmentPipe
 from medcf.io import read_header
+from medcf.train.fid_snapshots import load_fid_oracle
 from medcf.train.recipe_common import (
     dataset_facts,
     last_stats,
-    load_fid_oracle,
     open_train_split,
     save_grid,
 )
