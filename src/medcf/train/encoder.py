@@ -93,6 +93,58 @@ def encoder_figures(encoder: nn.Module, G: nn.Module, ws: torch.Tensor, images: 
     return out
 
 
+def inversion_step_fn(G: nn.Module, *, steps: int, lr: float, pairs, render, latent_weight: float,
+                      image_weight: float, lpips_weight: float, lpips: nn.Module | None, image_terms: bool,
+                      extra=None):
+    """The engine ``step_fn`` of an encoder trained on generated pairs (this recipe and
+    ``medcf.train.gan_encoder``): warm-up + cosine learning rate from the step, then
+
+        latent_weight · MSE(E(x), target)  +  image_weight · |render(E(x)) - x|  +  lpips_weight · LPIPS
+
+    ``pairs(tr, b)`` -> (target latent, x [b, C, R, R]) is called without gradients;
+    ``render(latent)`` -> image; the image terms (and the ``image_l1`` figure) only with
+    ``image_terms``; ``extra(tr, net, b)`` -> (weighted loss term, figures) adds a term.
+
+    Example:
+        >>> fn = inversion_step_fn(G, steps=1000, lr=1e-3, pairs=pairs, render=G, latent_weight=1.0,
+        ...                        image_weight=1.0, lpips_weight=0.0, lpips=None, image_terms=True)  # doctest: +SKIP
+    """
+    warmup = max(1, min(200, steps // 20))
+
+    def step_fn(tr, batch):
+        net, optimizer = tr.models["model"], tr.optimizers["model"]
+        G.to(tr.device)
+        for group in optimizer.param_groups:
+            group["lr"] = warmup_cosine(tr.step, steps, lr, warmup, floor=0.05)
+        b = batch["index"].shape[0]
+        with torch.no_grad():
+            target, x = pairs(tr, b)                               # latent, [b, C, R, R]
+        pred = net(x)
+        latent = (pred - target).square().mean()
+        loss = latent_weight * latent
+        stats = {"latent_mse": latent.item()}
+        if image_terms:
+            rec = render(pred)                                     # [b, C, R, R]
+            l1 = (rec - x).abs().mean()
+            loss = loss + image_weight * l1
+            stats["image_l1"] = l1.item()
+            if lpips_weight > 0:
+                lp = lpips.to(tr.device)(rec, x).mean()
+                loss = loss + lpips_weight * lp
+                stats["lpips"] = lp.item()
+        if extra is not None:
+            term, figures = extra(tr, net, b)
+            loss = loss + term
+            stats.update(figures)
+        optimizer.zero_grad(set_to_none=True)
+        tr.backward(loss)
+        optimizer.step()
+        stats.update(loss=loss.item(), lr=optimizer.param_groups[0]["lr"])
+        return stats
+
+    return step_fn
+
+
 def train_encoder(
     generator,                              # a StyleGAN2 Generator, or its model/run directory
     out_dir: str | os.PathLike,             # run directory (RUN_DIR/model is the encoder)
@@ -137,40 +189,20 @@ def train_encoder(
     encoder = StyleGANEncoder.for_generator(G, seed=seed, generator_path=where, base_channels=base_channels,
                                             max_channels=max_channels, blocks=blocks)
     opt = torch.optim.Adam(encoder.parameters(), lr=lr, betas=(0.9, 0.99))
-    warmup = max(1, min(200, steps // 20))
     if lpips is None and lpips_weight > 0:
         from medcf.eval.lpips import LPIPS
 
         lpips = LPIPS()  # fails early without weights
 
-    def step_fn(tr, batch):
-        net, optimizer = tr.models["model"], tr.optimizers["model"]
-        G.to(tr.device)
-        for group in optimizer.param_groups:
-            group["lr"] = warmup_cosine(tr.step, steps, lr, warmup, floor=0.05)
-        b = batch["index"].shape[0]
-        with torch.no_grad():
-            z = torch.randn(b, G.z_dim, generator=tr.generator, device=tr.generator.device).to(tr.device)
-            ws = map_z(G, z, truncation_psi=truncation_psi, rng=tr.generator)
-            x = G.synthesis(ws, noise_mode="const")
-        pred = net(x)
-        latent = (pred - ws).square().mean()
-        loss = latent_weight * latent
-        stats = {"latent_mse": latent.item()}
-        if l1_weight > 0 or lpips_weight > 0:
-            rec = G.synthesis(pred, noise_mode="const")
-            l1 = (rec - x).abs().mean()
-            loss = loss + l1_weight * l1
-            stats["image_l1"] = l1.item()
-            if lpips_weight > 0:
-                lp = lpips.to(tr.device)(rec, x).mean()
-                loss = loss + lpips_weight * lp
-                stats["lpips"] = lp.item()
-        optimizer.zero_grad(set_to_none=True)
-        tr.backward(loss)
-        optimizer.step()
-        stats.update(loss=loss.item(), lr=optimizer.param_groups[0]["lr"])
-        return stats
+    def pairs(tr, b: int):  # (ws [b, num_ws, w_dim], x [b, C, R, R]) from the step's generator
+        z = torch.randn(b, G.z_dim, generator=tr.generator, device=tr.generator.device).to(tr.device)
+        ws = map_z(G, z, truncation_psi=truncation_psi, rng=tr.generator)
+        return ws, G.synthesis(ws, noise_mode="const")
+
+    step_fn = inversion_step_fn(G, steps=steps, lr=lr, pairs=pairs,
+                                render=lambda w: G.synthesis(w, noise_mode="const"),
+                                latent_weight=latent_weight, image_weight=l1_weight, lpips_weight=lpips_weight,
+                                lpips=lpips, image_terms=l1_weight > 0 or lpips_weight > 0)
 
     val: dict[str, Any] = {}
     hooks = []

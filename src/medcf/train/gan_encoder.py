@@ -22,7 +22,6 @@ import copy
 import logging
 import os
 import time
-from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -33,17 +32,13 @@ from medcf.encoders.gan_encoder import GANEncoder
 from medcf.errors import MedcfError, ShapeError
 from medcf.generators.dcgan import load_dcgan_generator
 from medcf.io import read_header
-from medcf.train.encoder import _Steps
-from medcf.train.schedules import warmup_cosine
+from medcf.train.encoder import TrainedEncoder, _Steps, inversion_step_fn
 
 log = logging.getLogger(__name__)
 
 
-@dataclass(frozen=True)
-class TrainedGANEncoder:
-    model_dir: Path
-    val: dict[str, Any] = field(default_factory=dict)
-    wall_s: float = 0.0
+class TrainedGANEncoder(TrainedEncoder):
+    """What ``train_gan_encoder`` returns: ``model_dir``, validation figures ``val``, ``wall_s``."""
 
 
 @torch.no_grad()
@@ -120,40 +115,21 @@ def train_gan_encoder(
 
         lpips = LPIPS()  # fails early without weights
     opt = torch.optim.Adam(E.parameters(), lr=lr, betas=(0.9, 0.99))
-    warmup = max(1, min(200, steps // 20))
 
-    def real_batch(tr, b: int) -> Tensor:  # [b, C, R, R] real images picked by the step's generator
+    def pairs(tr, b: int):  # (z [b, z_dim], G(z) [b, C, R, R]) from the step's generator
+        z = torch.randn(b, G.z_dim, generator=tr.generator, device=tr.generator.device).to(tr.device)
+        return z, G(z)
+
+    def real_term(tr, net, b: int):  # real_weight · |G(E(x_real)) - x_real| on images picked by the step
         idx = torch.randint(0, len(real_ds), (b,), generator=tr.generator, device=tr.generator.device)
-        return torch.stack([real_ds[int(i)]["image"] for i in idx.tolist()]).to(tr.device)
+        xr = torch.stack([real_ds[int(i)]["image"] for i in idx.tolist()]).to(tr.device)  # [b, C, R, R]
+        real_l1 = (G(net(xr)) - xr).abs().mean()
+        return real_weight * real_l1, {"real_l1": real_l1.item()}
 
-    def step_fn(tr, batch):
-        net, optimizer = tr.models["model"], tr.optimizers["model"]
-        G.to(tr.device)
-        for group in optimizer.param_groups:
-            group["lr"] = warmup_cosine(tr.step, steps, lr, warmup, floor=0.05)
-        b = batch["index"].shape[0]
-        with torch.no_grad():
-            z = torch.randn(b, G.z_dim, generator=tr.generator, device=tr.generator.device).to(tr.device)
-            x = G(z)
-        pred = net(x)
-        rec = G(pred)
-        latent, image = (pred - z).square().mean(), (rec - x).abs().mean()
-        loss = latent_weight * latent + image_weight * image
-        stats = {"latent_mse": latent.item(), "image_l1": image.item()}
-        if lpips is not None:
-            lp = lpips.to(tr.device)(rec, x).mean()
-            loss = loss + lpips_weight * lp
-            stats["lpips"] = lp.item()
-        if real_ds is not None and real_weight > 0:
-            xr = real_batch(tr, b)
-            real_l1 = (G(net(xr)) - xr).abs().mean()
-            loss = loss + real_weight * real_l1
-            stats["real_l1"] = real_l1.item()
-        optimizer.zero_grad(set_to_none=True)
-        tr.backward(loss)
-        optimizer.step()
-        stats.update(loss=loss.item(), lr=optimizer.param_groups[0]["lr"])
-        return stats
+    step_fn = inversion_step_fn(G, steps=steps, lr=lr, pairs=pairs, render=G, latent_weight=latent_weight,
+                                image_weight=image_weight, lpips_weight=lpips_weight, lpips=lpips,
+                                image_terms=True,
+                                extra=real_term if real_ds is not None and real_weight > 0 else None)
 
     run_info = {"recipe": "medcf.train.gan_encoder.train_gan_encoder", "generator": where, "data": data_where,
                 "generator_fingerprint": E.config.generator_fingerprint, "steps": steps,
