@@ -8,7 +8,9 @@ import json
 
 import pytest
 
+import medcf.counterfactual.diffusion as diffusion_rows
 import medcf.train.cyclegan as cyclegan_recipe
+import medcf.train.diffusion as diffusion_recipe
 import medcf.train.icam as icam_recipe
 from medcf.benchmark.cache import STAGE_FILE, profile_stage
 
@@ -52,6 +54,26 @@ def test_prepare_hooks_reuse_the_stage_of_the_pinned_configuration(tmp_path, mon
     assert kw == {"generator_dir": str(stage), "max_steps": 3}
 
 
+def test_diffusion_rows_reuse_the_shared_ddpm_of_the_pinned_configuration(tmp_path, monkeypatch):
+    from medcf.data import SynthConfig, write_synthetic
+
+    monkeypatch.setattr(diffusion_recipe, "train_diffusion", refuse_training)
+    data = tmp_path / "data"
+    write_synthetic(SynthConfig(resolution=32), 4, data, seed=0, progress=False)
+    # what the hook hashed when it was written: the quick-profile DDPM with the data's side, the
+    # profile's steps and widths on top (its 8.0 read as 8), seed 3; the three diffusion rows share
+    # it under the "diffusion" row's folder
+    pinned = {"data": str(data), "resolution": 32, "widths": [8, 16], "layers_per_block": 1,
+              "attention": False, "steps": 7, "batch_size": 16, "lr": 5e-4, "seed": 3}
+    stage = finished_stage(tmp_path / "methods" / "diffusion" / "cardiomegaly", "ddpm", pinned)
+    for row in ("diffusion", "diffusion-masked", "diffusion-dime"):
+        kw = diffusion_rows.prepare_benchmark(
+            data, tmp_path / "methods" / row / "cardiomegaly", classifier_dir=tmp_path / "classifier",
+            task="cardiomegaly", profile={"steps": 7, "widths": [8.0, 16], "explain": {"steps": 3}}, seed=3,
+            progress=False)
+        assert kw == {"generator_dir": str(stage), "steps": 3, "max_tries": 2}  # max_tries: BENCH_EXPLAIN
+
+
 def test_profile_stage_trains_once_with_the_table_over_the_defaults(tmp_path):
     calls = []
 
@@ -65,3 +87,23 @@ def test_profile_stage_trains_once_with_the_table_over_the_defaults(tmp_path):
     assert calls == [(expected, f"toy-{documented_hash(expected)}", False)]
     assert kw == {"generator_dir": str(tmp_path / "m" / f"toy-{documented_hash(expected)}"), "k": 1}
     assert profile_stage(*args, train) == kw and len(calls) == 1  # finished: reused, not retrained
+
+
+def test_profile_stage_normalises_the_merged_configuration_before_hashing(tmp_path):
+    calls = []
+
+    def as_ints(cfg):
+        cfg["widths"] = [int(w) for w in cfg["widths"]]
+
+    def train(cfg, folder, resume):
+        calls.append(cfg)
+
+    defaults = {"widths": [4, 8]}
+    kw = profile_stage(tmp_path, "toy", "d", {"widths": [2.0, 4.0]}, defaults, 1, train, normalise=as_ints,
+                       explain={"k": 1, "j": 2})
+    expected = {"data": "d", "widths": [2, 4], "seed": 1}
+    assert calls == [expected] and defaults == {"widths": [4, 8]}
+    assert kw == {"generator_dir": str(tmp_path / f"toy-{documented_hash(expected)}"), "k": 1, "j": 2}
+    kw = profile_stage(tmp_path, "toy", "d", {"widths": [2, 4], "explain": {"k": 5}}, defaults, 1, train,
+                       normalise=as_ints, explain={"k": 1, "j": 2})
+    assert len(calls) == 1 and kw["k"] == 5 and kw["j"] == 2  # the same stage; the table's explain wins

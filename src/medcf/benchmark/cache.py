@@ -10,7 +10,8 @@ exact resume) when its folder holds one, else restarted.
 
 Prepare hooks of the method table (``MethodSpec.prepare``) use ``cached_stage``
 for their backbones, which is how ``train_min`` is measured for them;
-``profile_stage`` is that hook for a backbone sized by its profile table alone.
+``profile_stage`` is that hook for a backbone sized by its profile table alone;
+``data_resolution`` is the image side a hook trains at.
 
 Example:
     >>> from medcf.benchmark.cache import cached_stage
@@ -30,9 +31,9 @@ from pathlib import Path
 from typing import Any
 
 from medcf.io import atomic_write_text
+from medcf.train.engine_rundir import STATE_NAME  # the training engine's resume state
 
 STAGE_FILE = "benchmark-stage.json"
-STATE_FILE = "train_state.pt"  # the training engine's resume state (medcf.train.engine)
 
 
 def config_hash(config: Any) -> str:
@@ -74,7 +75,7 @@ def cached_stage(root: str | os.PathLike, name: str, config: Any,
     marker = path / STAGE_FILE
     if marker.is_file():
         previous = float(json.loads(marker.read_text()).get("seconds", 0.0))
-    resume = resumable and (path / STATE_FILE).is_file()
+    resume = resumable and (path / STATE_NAME).is_file()
     if path.exists() and not resume:
         shutil.rmtree(path)
     path.mkdir(parents=True, exist_ok=True)
@@ -93,13 +94,17 @@ def cached_stage(root: str | os.PathLike, name: str, config: Any,
 
 def profile_stage(out_dir: str | os.PathLike, name: str, data_dir: str | os.PathLike,
                   profile: Mapping[str, Any], defaults: Mapping[str, Any], seed: int,
-                  train: Callable[[dict, Path, bool], Any]) -> dict:
+                  train: Callable[[dict, Path, bool], Any], *,
+                  normalise: Callable[[dict], None] | None = None,
+                  explain: Mapping[str, Any] | None = None) -> dict:
     """The ``prepare`` hook of a backbone sized by its ``[methods.NAME]`` profile table.
 
     The stage's configuration (its cache key) is ``{"data": str(data_dir), **defaults,
     **table, "seed": seed}`` where ``table`` is ``profile`` without its ``explain``
-    sub-table; ``train(config, stage_folder, resume)`` trains into the folder when the
-    stage is not finished. Returns the build keywords ``{"generator_dir", **profile["explain"]}``.
+    sub-table; ``normalise(config)``, when given, then edits it in place (e.g. casts a
+    list's items, so that ``8.0`` and ``8`` are one stage). ``train(config, stage_folder,
+    resume)`` trains into the folder when the stage is not finished. Returns the build
+    keywords ``{"generator_dir", **explain, **profile["explain"]}``.
 
     Example:
         >>> kw = profile_stage("out/methods/cyclegan/cardiomegaly", "cyclegan", "out/cache/data",
@@ -109,8 +114,17 @@ def profile_stage(out_dir: str | os.PathLike, name: str, data_dir: str | os.Path
     """
     table = {k: v for k, v in profile.items() if k != "explain"}
     cfg = {"data": str(data_dir), **defaults, **table, "seed": seed}
+    if normalise is not None:
+        normalise(cfg)
     run = cached_stage(out_dir, name, cfg, lambda d, resume: train(cfg, d, resume))
-    return {"generator_dir": str(run), **profile.get("explain", {})}
+    return {"generator_dir": str(run), **(explain or {}), **profile.get("explain", {})}
+
+
+def data_resolution(data_dir: str | os.PathLike) -> int:
+    """The side in pixels of the first training image of a dataset (what a backbone is trained at)."""
+    from medcf.data import open_dataset
+
+    return int(open_dataset(data_dir, split="train")[0]["image"].shape[-1])
 
 
 def stage_seconds(paths) -> float:

@@ -387,22 +387,25 @@ def prepare_benchmark(data_dir, out_dir, *, classifier_dir, task: str, profile: 
     """
     from pathlib import Path
 
-    from medcf.benchmark.cache import cached_stage
-    from medcf.data import open_dataset
+    from medcf.benchmark.cache import data_resolution, profile_stage
     from medcf.train.diffusion import train_diffusion
 
-    res = int(open_dataset(data_dir, split="train")[0]["image"].shape[-1])
-    table = {k: v for k, v in profile.items() if k != "explain"}
-    cfg = {"data": str(data_dir), "resolution": res, **BENCH_DEFAULTS, **table, "seed": seed}
-    cfg["widths"] = [int(w) for w in cfg["widths"]]
+    res = data_resolution(data_dir)
+
+    def widths_as_ints(cfg: dict) -> None:  # a TOML 16.0 and 16 are the same stage
+        cfg["widths"] = [int(w) for w in cfg["widths"]]
+
+    def train(cfg: dict, d, resume: bool):  # cfg: resolution, BENCH_DEFAULTS updated by the profile table
+        return train_diffusion(
+            data_dir, d, resolution=res, steps=int(cfg["steps"]), batch_size=int(cfg["batch_size"]),
+            lr=float(cfg["lr"]), widths=tuple(cfg["widths"]), layers_per_block=int(cfg["layers_per_block"]),
+            attention=bool(cfg["attention"]), seed=seed, sample_every=0, sample_steps=20,
+            checkpoint_every=max(50, int(cfg["steps"]) // 4), resume=resume, progress=progress)
+
     out = Path(out_dir)
     shared = out.parent.parent / "diffusion" / out.name
-    run = cached_stage(shared, "ddpm", cfg, lambda d, resume: train_diffusion(
-        data_dir, d, resolution=res, steps=int(cfg["steps"]), batch_size=int(cfg["batch_size"]),
-        lr=float(cfg["lr"]), widths=tuple(cfg["widths"]), layers_per_block=int(cfg["layers_per_block"]),
-        attention=bool(cfg["attention"]), seed=seed, sample_every=0, sample_steps=20,
-        checkpoint_every=max(50, int(cfg["steps"]) // 4), resume=resume, progress=progress))
-    return {"generator_dir": str(run), **BENCH_EXPLAIN, **profile.get("explain", {})}
+    return profile_stage(shared, "ddpm", data_dir, profile, {"resolution": res, **BENCH_DEFAULTS}, seed, train,
+                         normalise=widths_as_ints, explain=BENCH_EXPLAIN)
 
 
 __all__ = ["BENCH_DEFAULTS", "BENCH_EXPLAIN", "BUILD_OPTIONS", "MODES", "DiffusionCF", "DiffusionCFConfig",
