@@ -131,6 +131,12 @@ def test_cyclegan_snapshot_is_the_fid_of_g_ab_of_a_against_real_b(tmp_path):
     train_cyclegan(ds, tmp_path / "part", steps=2, **kw)
     resumed = train_cyclegan(ds, tmp_path / "part", steps=4, resume=True, **kw)
     assert resumed.fid["step"] == 4 and resumed.fid["fid"] == pytest.approx(res.fid["fid"], rel=1e-3, abs=1e-6)
+    # the snapshots only read the model: training without them ends with the same weights
+    plain = train_cyclegan(ds, tmp_path / "plain", steps=4, **{**kw, "fid_oracle": None})
+    assert plain.fid is None and "fid" not in read_header(plain.model_dir)["meta"]
+    for (name, p), q in zip(model.state_dict().items(), CycleGAN.load(plain.model_dir).state_dict().values(),
+                            strict=True):
+        assert torch.equal(p, q), name
 
 
 def test_icam_snapshots_every_k_steps_and_in_meta(tmp_path):
