@@ -21,14 +21,7 @@ import os
 from pathlib import Path
 from typing import Any
 
-from medcf.benchmark.cache import cached_stage
-
-
-def _image_size(data_dir) -> int:
-    from medcf.data import open_dataset
-
-    ds = open_dataset(data_dir, split="train")
-    return int(ds[0]["image"].shape[-1])
+from medcf.benchmark.cache import cached_stage, data_resolution
 
 
 def _lpips_available() -> bool:
@@ -69,7 +62,7 @@ def prepare_latent_probe(data_dir: str | os.PathLike, out_dir: str | os.PathLike
     from medcf.train.encoder import train_encoder
     from medcf.train.stylegan2 import train_stylegan2
 
-    res = _image_size(data_dir)
+    res = data_resolution(data_dir)
     g = {"data": str(data_dir), "resolution": res, "channel_base": int(profile.get("channel_base", 2048)),
          "channel_max": int(profile.get("channel_max", 128)), "z_dim": int(profile.get("z_dim", 128)),
          "steps": int(profile.get("steps", 2000)), "batch_size": int(profile.get("batch_size", 32)),

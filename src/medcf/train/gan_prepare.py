@@ -31,22 +31,16 @@ VAGAN_DEFAULTS = {"steps": 40, "n_critic": 2, "batch_size": 16, "base_channels":
 SOURCE_TARGET = {"opacity": ("opacity", "clear"), "cardiomegaly": ("cardiomegaly", "normal")}
 
 
-def _image_size(data_dir) -> int:
-    from medcf.data import open_dataset
-
-    return int(open_dataset(data_dir, split="train")[0]["image"].shape[-1])
-
-
 def prepare_gvr(data_dir: str | os.PathLike, out_dir: str | os.PathLike, *, classifier_dir, task: str,
                 profile: dict[str, Any], device="cpu", seed: int = 0, progress: bool = True) -> dict:
     """Train (or reuse) a DCGAN on the images and its encoder; ``profile`` keys: those of
     ``GVR_DEFAULTS``; returns ``{"generator_dir", "encoder", **explain}``."""
-    from medcf.benchmark.cache import cached_stage
+    from medcf.benchmark.cache import cached_stage, data_resolution
     from medcf.train.gan import train_gan
     from medcf.train.gan_encoder import train_gan_encoder
 
     p = {**GVR_DEFAULTS, **{k: v for k, v in profile.items() if k != "explain"}}
-    g = {"data": str(data_dir), "resolution": _image_size(data_dir), "seed": seed,
+    g = {"data": str(data_dir), "resolution": data_resolution(data_dir), "seed": seed,
          **{k: p[k] for k in ("loss", "steps", "n_critic", "batch_size", "z_dim", "base_channels")}}
     gan = cached_stage(out_dir, "gan", g, lambda d, resume: train_gan(
         data_dir, d, loss=g["loss"], steps=int(g["steps"]), n_critic=int(g["n_critic"]),
