@@ -7,7 +7,7 @@ import torch
 from torch import nn
 
 from medcf.errors import CheckpointError
-from medcf.io import SavableModule, atomic_write_dir, read_header
+from medcf.io import SavableModule, atomic_write_dir, load_of_kind, read_header
 
 
 @dataclass(frozen=True)
@@ -50,6 +50,17 @@ def test_wrong_kind_is_refused_with_one_line(tmp_path):
     with pytest.raises(CheckpointError, match="is a 'other' checkpoint, expected 'tiny'"):
         Tiny.load(tmp_path / "m")
 
+
+def test_load_of_kind_names_the_command_that_makes_the_right_kind(tmp_path):
+    Other(TinyConfig()).save(tmp_path / "o")
+    with pytest.raises(CheckpointError) as e:
+        load_of_kind(Tiny, tmp_path / "o", made_by="medcf train tiny")
+    assert str(e.value) == f"{tmp_path / 'o'}: is a 'other' checkpoint, expected a 'tiny' (medcf train tiny)"
+    model = Tiny(TinyConfig(width=2))
+    model.save(tmp_path / "run" / "model")
+    loaded = load_of_kind(Tiny, tmp_path / "run", made_by="medcf train tiny")  # a run directory too
+    assert type(loaded) is Tiny and not loaded.training
+    assert torch.equal(loaded.lin.weight, model.lin.weight)
 
 def test_missing_and_corrupt_checkpoints(tmp_path):
     with pytest.raises(CheckpointError, match="not found"):

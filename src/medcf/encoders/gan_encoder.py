@@ -29,6 +29,7 @@ from torch import Tensor, nn
 from medcf.errors import CheckpointError
 from medcf.generators.dcgan import DCGANConfig, DCGANGenerator  # noqa: F401  (docstring example)
 from medcf.generators.fingerprint import generator_fingerprint
+from medcf.generators.layers import group_norm
 from medcf.io import SavableModule
 from medcf.types import check_images
 
@@ -68,7 +69,7 @@ class GANEncoder(SavableModule):
             res = config.resolution
             while res > 4:
                 cout = min(2 * c, config.max_channels)
-                layers += [nn.Conv2d(c, cout, 4, 2, 1), nn.GroupNorm(math.gcd(cout, 8), cout), nn.LeakyReLU(0.2)]
+                layers += [nn.Conv2d(c, cout, 4, 2, 1), group_norm(cout), nn.LeakyReLU(0.2)]
                 c, res = cout, res // 2
             self.body = nn.Sequential(*layers)
             self.fc = nn.Linear(c * 16, config.z_dim)

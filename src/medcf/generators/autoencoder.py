@@ -31,6 +31,7 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from medcf.errors import CheckpointError, DataError, ShapeError
+from medcf.generators.layers import group_norm
 from medcf.io import SavableModule, read_header
 from medcf.types import check_images
 
@@ -105,17 +106,13 @@ class AutoencoderOutput:
         return kl.flatten(1).sum(1)
 
 
-def _norm(ch: int) -> nn.GroupNorm:
-    return nn.GroupNorm(math.gcd(ch, 8), ch)
-
-
 class ResBlock(nn.Module):
     """GN-SiLU-conv3x3-GN-SiLU-conv3x3 + identity.  [B, C, H, W] -> [B, C, H, W]"""
 
     def __init__(self, ch: int):
         super().__init__()
-        self.norm1, self.conv1 = _norm(ch), nn.Conv2d(ch, ch, 3, 1, 1)
-        self.norm2, self.conv2 = _norm(ch), nn.Conv2d(ch, ch, 3, 1, 1)
+        self.norm1, self.conv1 = group_norm(ch), nn.Conv2d(ch, ch, 3, 1, 1)
+        self.norm2, self.conv2 = group_norm(ch), nn.Conv2d(ch, ch, 3, 1, 1)
 
     def forward(self, x: Tensor) -> Tensor:
         h = self.conv1(F.silu(self.norm1(x)))
@@ -136,7 +133,7 @@ class Encoder(nn.Module):
             layers.extend(ResBlock(w) for _ in range(config.blocks))
             prev = w
         self.stages = nn.Sequential(*layers)
-        self.norm_out = _norm(prev)
+        self.norm_out = group_norm(prev)
         self.conv_out = nn.Conv2d(prev, out_ch, 1)
 
     def forward(self, x: Tensor) -> Tensor:
@@ -158,7 +155,7 @@ class Decoder(nn.Module):
             layers.append(nn.Upsample(scale_factor=2, mode="nearest"))
             layers.append(nn.Conv2d(w, nxt, 3, 1, 1))
         self.stages = nn.Sequential(*layers)
-        self.norm_out = _norm(widths[-1])
+        self.norm_out = group_norm(widths[-1])
         self.conv_out = nn.Conv2d(widths[-1], config.channels, 3, 1, 1)
 
     def forward(self, z: Tensor) -> Tensor:

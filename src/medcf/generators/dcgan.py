@@ -29,8 +29,9 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from medcf.errors import CheckpointError, ShapeError
-from medcf.io import SavableModule, read_header
+from medcf.errors import ShapeError
+from medcf.generators.layers import group_norm
+from medcf.io import SavableModule, load_of_kind
 from medcf.types import check_images
 
 
@@ -72,10 +73,6 @@ def _init(module: nn.Module, generator: torch.Generator) -> None:
                 m.bias.zero_()
 
 
-def _gn(ch: int) -> nn.GroupNorm:
-    return nn.GroupNorm(math.gcd(ch, 8), ch)
-
-
 class DCGANGenerator(SavableModule):
     """z [B, z_dim] -> image [B, C, R, R] in (-1, 1)."""
 
@@ -88,11 +85,11 @@ class DCGANGenerator(SavableModule):
         self.z_dim, self.img_resolution, self.img_channels = config.z_dim, config.resolution, config.channels
         with torch.random.fork_rng(devices=[]):  # default init must not move the global RNG
             self.fc = nn.Linear(config.z_dim, w[0] * 16)
-            self.norm0 = _gn(w[0])
+            self.norm0 = group_norm(w[0])
             self.ups = nn.ModuleList()
             for cin, cout in zip(w[:-1], w[1:], strict=True):
                 self.ups.append(nn.Sequential(nn.Upsample(scale_factor=2, mode="nearest"),
-                                              nn.Conv2d(cin, cout, 3, 1, 1), _gn(cout), nn.ReLU()))
+                                              nn.Conv2d(cin, cout, 3, 1, 1), group_norm(cout), nn.ReLU()))
             self.out = nn.Conv2d(w[-1], config.channels, 3, 1, 1)
         _init(self, torch.Generator().manual_seed(seed))
 
@@ -152,11 +149,7 @@ def load_dcgan_generator(path: str | os.PathLike, *, device: str | torch.device 
     Example:
         >>> G = load_dcgan_generator("runs/gan")        # doctest: +SKIP
     """
-    header = read_header(path)
-    if header["kind"] != DCGANGenerator.kind:
-        raise CheckpointError(f"{header['path']}: is a '{header['kind']}' checkpoint, expected a "
-                              f"'{DCGANGenerator.kind}' (medcf train gan)")
-    return DCGANGenerator.load(header["path"], device=device).eval()
+    return load_of_kind(DCGANGenerator, path, made_by="medcf train gan", device=device)
 
 
 __all__ = ["DCGANConfig", "DCGANCritic", "DCGANGenerator", "load_dcgan_generator"]

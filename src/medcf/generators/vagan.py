@@ -29,8 +29,8 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from medcf.errors import CheckpointError
-from medcf.io import SavableModule, read_header
+from medcf.generators.layers import group_norm
+from medcf.io import SavableModule, load_of_kind
 from medcf.types import check_images
 
 
@@ -58,8 +58,8 @@ class VAGANConfig:
 
 
 def _block(cin: int, cout: int) -> nn.Sequential:
-    return nn.Sequential(nn.Conv2d(cin, cout, 3, 1, 1), nn.GroupNorm(math.gcd(cout, 8), cout), nn.LeakyReLU(0.2),
-                         nn.Conv2d(cout, cout, 3, 1, 1), nn.GroupNorm(math.gcd(cout, 8), cout), nn.LeakyReLU(0.2))
+    return nn.Sequential(nn.Conv2d(cin, cout, 3, 1, 1), group_norm(cout), nn.LeakyReLU(0.2),
+                         nn.Conv2d(cout, cout, 3, 1, 1), group_norm(cout), nn.LeakyReLU(0.2))
 
 
 class VAGANMap(SavableModule):
@@ -117,11 +117,7 @@ def load_vagan_map(path: str | os.PathLike, *, device: str | torch.device = "cpu
     Example:
         >>> M = load_vagan_map("runs/vagan")        # doctest: +SKIP
     """
-    header = read_header(path)
-    if header["kind"] != VAGANMap.kind:
-        raise CheckpointError(f"{header['path']}: is a '{header['kind']}' checkpoint, expected a "
-                              f"'{VAGANMap.kind}' (medcf train vagan)")
-    return VAGANMap.load(header["path"], device=device).eval()
+    return load_of_kind(VAGANMap, path, made_by="medcf train vagan", device=device)
 
 
 __all__ = ["VAGANConfig", "VAGANMap", "load_vagan_map"]

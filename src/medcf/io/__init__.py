@@ -273,3 +273,18 @@ class SavableModule(nn.Module):
     def from_config(cls: type[T], config: Any, header: dict[str, Any]) -> T:
         """Build an uninitialised model from its config (override when more is needed)."""
         return cls(config)
+
+
+def load_of_kind(cls: type[T], path: str | os.PathLike, *, made_by: str,
+                 device: str | torch.device = "cpu") -> T:
+    """``cls.load(path)`` in eval mode; a checkpoint of another kind is a one-line error that
+    names the command making the right one (``made_by``).
+
+    Example:
+        >>> G = load_of_kind(DCGANGenerator, "runs/gan", made_by="medcf train gan")  # doctest: +SKIP
+    """
+    header = read_header(path)
+    if header["kind"] != cls.kind:
+        raise CheckpointError(f"{header['path']}: is a '{header['kind']}' checkpoint, expected a "
+                              f"'{cls.kind}' ({made_by})")
+    return cls.load(header["path"], device=device)
