@@ -1,8 +1,11 @@
-"""StyleGAN2 encoder: shapes, save/load, generator identity, one training step, CLI errors."""
+"""Learned encoders: StyleGAN2 encoder shapes, save/load, generator identity (also the GAN
+encoder's), one training step, CLI errors."""
 
 from __future__ import annotations
 
+import dataclasses
 import json
+import re
 
 import pytest
 import torch
@@ -152,3 +155,33 @@ def test_conditional_generators_get_classes(tmp_path):
     res = train_encoder(G, tmp_path / "run", steps=1, batch_size=2, lpips_weight=0.0, base_channels=8,
                         max_channels=16, val_samples=0, progress=False, ema_decay=None)
     assert load_stylegan_encoder(res.model_dir, generator=G).config.num_ws == G.num_ws
+
+
+@pytest.mark.parametrize("family", ["stylegan2", "dcgan"])
+def test_encoders_refuse_another_generator_by_latent_shape_then_fingerprint(tmp_path, family):
+    from medcf.encoders import GANEncoder, load_gan_encoder
+    from medcf.generators.dcgan import DCGANConfig, DCGANGenerator
+
+    if family == "stylegan2":
+        G, other, wrong_shape = tiny_generator(0), tiny_generator(1), Generator(GeneratorConfig(
+            z_dim=8, w_dim=6, img_resolution=16, img_channels=1, mapping=MappingConfig(num_layers=2),
+            synthesis=SynthesisConfig(channel_base=256, channel_max=16)), seed=0)
+        enc, load, shape_words = small_encoder(G), load_stylegan_encoder, f"encodes [{G.num_ws}, 8] latents"
+    else:
+        cfg = DCGANConfig(resolution=16, z_dim=8, base_channels=8)
+        G, other = DCGANGenerator(cfg, seed=0), DCGANGenerator(cfg, seed=1)
+        wrong_shape = DCGANGenerator(DCGANConfig(resolution=16, z_dim=6, base_channels=8), seed=0)
+        enc, load, shape_words = GANEncoder.for_generator(G, base_channels=8), load_gan_encoder, "encodes z of size 8"
+    enc.save(tmp_path / "enc")
+    saved = json.loads((tmp_path / "enc" / "config.json").read_text())
+    assert saved["meta"] == {"generator_fingerprint": generator_fingerprint(G)}
+    assert type(load(tmp_path / "enc", generator=G)) is type(enc)
+    with pytest.raises(CheckpointError, match="^" + re.escape(f"{tmp_path / 'enc'}: {shape_words}")):
+        load(tmp_path / "enc", generator=wrong_shape)  # the shape is checked before the fingerprint
+    with pytest.raises(CheckpointError) as e:
+        load(tmp_path / "enc", generator=other)
+    assert str(e.value) == (f"{tmp_path / 'enc'}: was trained for generator {generator_fingerprint(G)} "
+                            f"({enc.config.generator_path or 'unknown path'}), not this one "
+                            f"({generator_fingerprint(other)})")
+    unknown = type(enc)(dataclasses.replace(enc.config, generator_fingerprint=""))
+    unknown.check_generator(other)  # no recorded fingerprint: only the latent shape is checked

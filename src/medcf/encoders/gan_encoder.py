@@ -26,11 +26,11 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
+from medcf.encoders.bound import GeneratorBoundEncoder
 from medcf.errors import CheckpointError
 from medcf.generators.dcgan import DCGANConfig, DCGANGenerator  # noqa: F401  (docstring example)
 from medcf.generators.fingerprint import generator_fingerprint
 from medcf.generators.layers import group_norm
-from medcf.io import SavableModule
 from medcf.types import check_images
 
 
@@ -53,7 +53,7 @@ class GANEncoderConfig:
                 raise ValueError(f"GANEncoderConfig.{name}: must be >= 1, got {getattr(self, name)}")
 
 
-class GANEncoder(SavableModule):
+class GANEncoder(GeneratorBoundEncoder):
     """images [B, C, R, R] in [-1, 1] -> z [B, z_dim]."""
 
     kind: ClassVar[str] = "gan-encoder"
@@ -101,28 +101,17 @@ class GANEncoder(SavableModule):
         """Deterministic z of ``x`` (the medcf ``Encoder`` protocol)."""
         return self(x)
 
-    def check_generator(self, generator: nn.Module, *, where: str = "encoder") -> None:
-        """Raise ``CheckpointError`` unless ``generator`` is the one this encoder inverts."""
-        cfg = self.config
+    def check_latent(self, generator: nn.Module, where: str) -> None:
+        """Raise ``CheckpointError`` unless ``generator`` takes z of this encoder's size."""
         z_dim = getattr(generator, "z_dim", None)
-        if z_dim != cfg.z_dim:
-            raise CheckpointError(f"{where}: encodes z of size {cfg.z_dim} but the generator takes {z_dim}")
-        if cfg.generator_fingerprint and generator_fingerprint(generator) != cfg.generator_fingerprint:
-            raise CheckpointError(f"{where}: was trained for generator {cfg.generator_fingerprint} "
-                                  f"({cfg.generator_path or 'unknown path'}), not this one "
-                                  f"({generator_fingerprint(generator)})")
-
-    def checkpoint_meta(self) -> dict:
-        return {"generator_fingerprint": self.config.generator_fingerprint}
+        if z_dim != self.config.z_dim:
+            raise CheckpointError(f"{where}: encodes z of size {self.config.z_dim} but the generator takes {z_dim}")
 
 
 def load_gan_encoder(path: str | os.PathLike, *, generator: nn.Module | None = None,
                      device: str | torch.device = "cpu") -> GANEncoder:
     """Load a ``gan-encoder`` (model or run directory); with ``generator``, check it belongs to it."""
-    enc = GANEncoder.load(path, device=device)
-    if generator is not None:
-        enc.check_generator(generator, where=str(path))
-    return enc
+    return GANEncoder.load_for(path, generator=generator, device=device)
 
 
 __all__ = ["GANEncoder", "GANEncoderConfig", "load_gan_encoder"]

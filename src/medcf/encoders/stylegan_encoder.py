@@ -31,10 +31,10 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
+from medcf.encoders.bound import GeneratorBoundEncoder
 from medcf.errors import CheckpointError, MedcfError
 from medcf.generators.fingerprint import generator_fingerprint
 from medcf.generators.stylegan2.loading import latent_shape
-from medcf.io import SavableModule
 from medcf.types import check_images
 
 
@@ -81,7 +81,7 @@ class _ResBlock(nn.Module):
         return h + (self.skip(x) if self.skip is not None else x)
 
 
-class StyleGANEncoder(SavableModule):
+class StyleGANEncoder(GeneratorBoundEncoder):
     """images [B, C, R, R] in [-1, 1] -> W+ latents [B, num_ws, w_dim]."""
 
     kind = "stylegan2-encoder"
@@ -142,26 +142,16 @@ class StyleGANEncoder(SavableModule):
         """Deterministic W+ latents of ``x`` (the medcf ``Encoder`` protocol)."""
         return self(x)
 
-    def check_generator(self, generator: nn.Module, *, where: str = "encoder") -> None:
-        """Raise ``CheckpointError`` unless ``generator`` is the one this encoder was made for."""
+    def check_latent(self, generator: nn.Module, where: str) -> None:
+        """Raise ``CheckpointError`` unless ``generator``'s W+ latents are [num_ws, w_dim] of this encoder."""
         num_ws, w_dim = latent_shape(generator)
         cfg = self.config
         if (num_ws, w_dim) != (cfg.num_ws, cfg.w_dim):
             raise CheckpointError(f"{where}: encodes [{cfg.num_ws}, {cfg.w_dim}] latents but the generator "
                                   f"uses [{num_ws}, {w_dim}]")
-        if cfg.generator_fingerprint and generator_fingerprint(generator) != cfg.generator_fingerprint:
-            raise CheckpointError(f"{where}: was trained for generator {cfg.generator_fingerprint} "
-                                  f"({cfg.generator_path or 'unknown path'}), not this one "
-                                  f"({generator_fingerprint(generator)})")
-
-    def checkpoint_meta(self) -> dict:
-        return {"generator_fingerprint": self.config.generator_fingerprint}
 
 
 def load_stylegan_encoder(path: str | os.PathLike, *, generator: nn.Module | None = None,
                           device: str | torch.device = "cpu") -> StyleGANEncoder:
     """Load an encoder from a model or run directory; with ``generator``, check it belongs to it."""
-    enc = StyleGANEncoder.load(path, device=device)
-    if generator is not None:
-        enc.check_generator(generator, where=str(path))
-    return enc
+    return StyleGANEncoder.load_for(path, generator=generator, device=device)
