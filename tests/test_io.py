@@ -7,7 +7,7 @@ import torch
 from torch import nn
 
 from medcf.errors import CheckpointError
-from medcf.io import SavableModule, atomic_write_dir, load_of_kind, read_header
+from medcf.io import SavableModule, atomic_write_dir, json_safe, load_of_kind, read_header
 
 
 @dataclass(frozen=True)
@@ -84,3 +84,17 @@ def test_failed_directory_write_keeps_previous(tmp_path):
         atomic_write_dir(target, boom)
     assert (target / "keep.txt").read_text() == "old"
     assert sorted(p.name for p in tmp_path.iterdir()) == ["out"]
+
+
+def test_json_safe_gives_strict_json_values():
+    import json
+    import math
+
+    obj = {"fid": math.nan, 3: (1, -math.inf), "nested": [{"x": math.inf, "ok": 0.5}], "s": "a", "n": None,
+           "flag": True}
+    out = json_safe(obj)
+    assert out == {"fid": None, "3": [1, None], "nested": [{"x": None, "ok": 0.5}], "s": "a", "n": None,
+                   "flag": True}
+    json.dumps(out, allow_nan=False)  # strict JSON accepts it
+    assert obj["fid"] != obj["fid"]  # the input is left as it was
+

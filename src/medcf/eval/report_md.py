@@ -30,7 +30,7 @@ from typing import Any
 
 import numpy as np
 
-from medcf.io import atomic_write, atomic_write_text
+from medcf.io import atomic_write, atomic_write_text, json_safe
 from medcf.types import Counterfactual
 
 # (summary path, label, definition) of the headline table; missing entries are skipped.
@@ -80,17 +80,6 @@ def _fmt(v: Any) -> str:
             return "n/a"
         return f"{v:.3f}" if abs(v) >= 1e-3 or v == 0 else f"{v:.2e}"
     return str(v)
-
-
-def _json_safe(obj: Any) -> Any:
-    """Non-finite floats -> None, tuples -> lists (strict JSON)."""
-    if isinstance(obj, dict):
-        return {str(k): _json_safe(v) for k, v in obj.items()}
-    if isinstance(obj, (list, tuple)):
-        return [_json_safe(v) for v in obj]
-    if isinstance(obj, float) and not math.isfinite(obj):
-        return None
-    return obj
 
 
 def versions() -> dict[str, str]:
@@ -232,9 +221,9 @@ def write_evaluation(out_dir: str | os.PathLike, summary: dict, rows: Sequence[d
     """
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
-    settings = _json_safe({**settings, "fid_extractor": lookup(summary, "fid.extractor"),
+    settings = json_safe({**settings, "fid_extractor": lookup(summary, "fid.extractor"),
                            "versions": versions()})
-    summary = _json_safe(summary)
+    summary = json_safe(summary)
     paths: dict[str, Path] = {}
     figures: dict[str, str] = {}
     names = None

@@ -15,22 +15,8 @@ from typing import Any
 
 from torch import Tensor
 
-from medcf.io import atomic_write_text, check_output
+from medcf.io import atomic_write_text, check_output, json_safe  # json_safe: re-exported
 from medcf.types import Counterfactual
-
-
-def json_safe(obj: Any) -> Any:
-    """Containers of plain values with non-finite floats as None (strict JSON).
-
-    An infinite pixel budget (``max_change=inf``) means no budget, i.e. None in the config.
-    """
-    if isinstance(obj, dict):
-        return {str(k): json_safe(v) for k, v in obj.items()}
-    if isinstance(obj, (list, tuple)):
-        return [json_safe(v) for v in obj]
-    if isinstance(obj, float) and not math.isfinite(obj):
-        return None
-    return obj
 
 
 def _num(v) -> float | None:

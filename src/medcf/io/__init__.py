@@ -25,6 +25,7 @@ from __future__ import annotations
 
 import contextlib
 import json
+import math
 import os
 import shutil
 import tempfile
@@ -76,6 +77,22 @@ def atomic_write(path: str | os.PathLike, write: Callable[[Path], None]) -> Path
 
 def atomic_write_text(path: str | os.PathLike, text: str) -> Path:
     return atomic_write(path, lambda p: p.write_text(text))
+
+
+def json_safe(obj: Any) -> Any:
+    """Containers of plain values for strict JSON: non-finite floats as None, tuples as lists.
+
+    Example:
+        >>> json_safe({"fid": float("nan"), "range": (0.0, float("inf"))})
+        {'fid': None, 'range': [0.0, None]}
+    """
+    if isinstance(obj, dict):
+        return {str(k): json_safe(v) for k, v in obj.items()}
+    if isinstance(obj, (list, tuple)):
+        return [json_safe(v) for v in obj]
+    if isinstance(obj, float) and not math.isfinite(obj):
+        return None
+    return obj
 
 
 def atomic_torch_save(obj: Any, path: str | os.PathLike) -> Path:
