@@ -619,6 +619,18 @@ def test_synthetic_folder_matches_in_memory_renderer(tmp_path):
 # ----------------------------------------------------------------------------- dispatch
 
 
+def test_every_reader_refuses_an_unknown_split_with_the_same_line(tmp_path):
+    npz = make_npz(tmp_path / "pneumoniamnist.npz")
+    synth = make_synth_folder(tmp_path / "s")
+    save(tmp_path / "f" / "a" / "x.png", np.zeros((4, 4), np.uint8))
+    opened = [(lambda: MedMNISTDataset(npz, split="training"), npz),
+              (lambda: SyntheticFolderDataset(synth, split="training"), synth),
+              (lambda: open_dataset(tmp_path / "f", split="training"), tmp_path / "f")]
+    for open_it, where in opened:
+        with pytest.raises(DataError) as e:
+            open_it()
+        assert str(e.value) == f"{where}: unknown split 'training'; choose one of train, val, test"
+
 def test_open_dataset_rejects_unknown_things(tmp_path):
     (tmp_path / "notes.txt").write_text("x")
     with pytest.raises(DataError) as e:

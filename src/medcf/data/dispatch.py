@@ -38,14 +38,12 @@ from medcf.data.folders import (
     list_image_files,
     subfolders,
 )
-from medcf.data.images import IMAGE_EXTENSIONS, check_fit, is_dicom_file, is_image_file
+from medcf.data.images import IMAGE_EXTENSIONS, check_fit, check_split, is_dicom_file, is_image_file
 from medcf.data.medmnist import MedMNISTDataset, missing_file_message
 from medcf.data.synthetic_folder import SyntheticFolderDataset, is_synthetic_folder
 from medcf.errors import DataError
 
 log = logging.getLogger(__name__)
-
-SPLITS = ("train", "val", "test")
 
 
 @dataclass(frozen=True)
@@ -117,8 +115,7 @@ def open_dataset(path: str | os.PathLike, *, split: str | None = None,
     fit = "pad" if fit is None else fit
     check_fit(fit, where=str(path))
     p = Path(path)
-    if split is not None and split not in SPLITS:
-        raise DataError(f"{p}: unknown split {split!r}; choose one of {', '.join(SPLITS)}")
+    check_split(split, where=str(p))
     common = dict(resolution=resolution, channels=channels)
     csv_opts = path_column != "path" or label_column != "label"
     if not p.exists():

@@ -33,6 +33,7 @@ import torch
 from torch.utils.data import Dataset
 
 from medcf.data.images import (
+    SPLITS,
     check_channels,
     check_fit,
     check_resolution,
@@ -44,7 +45,6 @@ from medcf.errors import DataError
 
 log = logging.getLogger(__name__)
 
-SPLITS = ("train", "val", "test")
 _SPLIT_FOLDER_NAMES = {"train", "val", "valid", "validation", "test"}
 
 

@@ -36,6 +36,7 @@ IMAGE_EXTENSIONS = (".png", ".jpg", ".jpeg", ".tif", ".tiff", ".bmp")
 DICOM_EXTENSIONS = (".dcm", ".dicom")
 LUMA_WEIGHTS = (0.299, 0.587, 0.114)  # ITU-R 601-2, as Pillow's "L" conversion
 FITS = ("pad", "crop", "squash")  # how a non-square image becomes R x R
+SPLITS = ("train", "val", "test")  # the split names every dataset reader knows
 
 _SIXTEEN_BIT_MODES = ("I;16", "I;16L", "I;16B", "I;16N")
 
@@ -150,6 +151,12 @@ def check_resolution(resolution: int | None, where: str = "resolution") -> None:
 def check_fit(fit: str, where: str = "fit") -> None:
     if fit not in FITS:
         raise DataError(f"{where}: fit must be one of {', '.join(FITS)}, got {fit!r}")
+
+
+def check_split(split: str | None, where: str = "split") -> None:
+    """One-line ``DataError`` unless ``split`` is None (all images) or one of ``SPLITS``."""
+    if split is not None and split not in SPLITS:
+        raise DataError(f"{where}: unknown split {split!r}; choose one of {', '.join(SPLITS)}")
 
 
 def _fit_square(t: Tensor, resolution: int, fit: str) -> Tensor:  # [C, H, W] -> [C, R, R]

@@ -34,11 +34,16 @@ import numpy as np
 import torch
 from torch.utils.data import Dataset
 
-from medcf.data.images import check_channels, check_resolution, pixels_to_tensor
+from medcf.data.images import (
+    SPLITS,
+    check_channels,
+    check_resolution,
+    check_split,
+    pixels_to_tensor,
+)
 from medcf.errors import DataError
 from medcf.io import first_line
 
-SPLITS = ("train", "val", "test")
 MEDMNIST_URL = "https://zenodo.org/records/10519652"
 
 # Label names of the MedMNIST chest sets (from the MedMNIST INFO table).
@@ -83,8 +88,7 @@ class MedMNISTDataset(Dataset):
         self.skipped = 0
         if not path.is_file():
             raise DataError(missing_file_message(path))
-        if split is not None and split not in SPLITS:
-            raise DataError(f"{path}: unknown split {split!r}; choose one of {', '.join(SPLITS)}")
+        check_split(split, where=str(path))
         images, labels, label_width = self._read(path, split, label_index)
         self._images = images  # list of uint8 arrays [N_i, H, W(, 3)]
         self._labels = labels  # list of int64 arrays [N_i]

@@ -43,6 +43,7 @@ from medcf.data.images import (
     UnreadableFileError,
     check_channels,
     check_resolution,
+    check_split,
     pixels_to_tensor,
     read_pixels,
 )
@@ -52,7 +53,6 @@ from medcf.io import first_line
 log = logging.getLogger(__name__)
 
 FORMAT, VERSION = "medcf-synthetic", 1
-SPLITS = ("train", "val", "test")
 
 
 def is_synthetic_folder(path: str | os.PathLike) -> bool:
@@ -107,8 +107,7 @@ class SyntheticFolderDataset(Dataset):
         self.native_resolution: int = int(info["resolution"])
         self.resolution: int = resolution if resolution is not None else self.native_resolution
         self.channels: int = channels if channels is not None else 1
-        if split is not None and split not in SPLITS:
-            raise DataError(f"{root}: unknown split {split!r}; choose one of {', '.join(SPLITS)}")
+        check_split(split, where=str(root))
         self.split = split
         self._read_rows(root / "metadata.csv", split)
         self.skipped = 0
