@@ -2,12 +2,17 @@
 
 Two cardiomegaly classifiers of the same architecture are trained on the
 synthetic benchmark: the *shortcut* one where a spurious token (a hollow square
-in the lower-right corner) sits on ``spurious_rate`` (95 %) of the positive
-images and on no negative one, the *clean* one on the same images without any
-token. Both are explained with Latent Shift (``medcf.counterfactual.LatentShift``,
-iterative, taken at ``take_at``) through the same small VAE, on the same held-out
-queries drawn like the shortcut classifier's training data, each toward the
-class opposite to the classifier's decision. Two independent judges read the
+in the lower-right corner) sits on ``spurious_rate`` (all, by default) of the
+positive images and on no negative one, the *clean* one on the same images
+without any token. The heart cue is made subtle (CTR in ``ctr_range`` =
+0.42-0.58, no gap at 0.5) so that the token is the easier of two equally
+predictive cues. Both are explained with Latent Shift
+(``medcf.counterfactual.LatentShift``, iterative, taken at ``take_at``) through
+the same small VAE and, with ``plan.progressive`` set, also with progressive
+exaggeration (``medcf.counterfactual.progressive``: one generator trained for
+each classifier, both on the decorrelated data), on the same held-out queries
+drawn like the shortcut classifier's training data, each toward the class
+opposite to the classifier's decision. Two independent judges read the
 counterfactuals:
 
 - the foreign-object detector (kind ``fo-detector``) trained with a fourth
@@ -27,8 +32,11 @@ clean classifier's change the heart. The classifiers' accuracies on a test set
 where the token is independent of the label (``acc_decorrelated``) and where it
 sits only on negatives (``acc_anti``) measure the reliance directly.
 
-Everything runs in memory from ``SyntheticDataset`` (no data folder); models
-go under ``out_dir`` and are reused by a re-run with the same plan.
+The judges and the VAE (and the progressive generators) are trained on
+*decorrelated* data (the token on half of all images, independent of the label),
+so none of them links the token to the label. Everything runs in memory from
+``SyntheticDataset`` (no data folder); models go under ``out_dir`` and are
+reused by a re-run with the same plan.
 
 Example:
     >>> from medcf.benchmark.shortcut import ShortcutPlan, run_shortcut_study
@@ -71,7 +79,9 @@ class ShortcutPlan:
     """Sizes and steps of the study; ``(widths, steps, batch size)`` per trained model."""
 
     resolution: int = 32
-    spurious_rate: float = 0.95                         # P(token | positive) for the shortcut classifier
+    spurious_rate: float = 1.0                          # P(token | positive) for the shortcut classifier
+    ctr_range: tuple = (0.42, 0.58)                     # SynthConfig: CTR range of every data set
+    ctr_gap: float = 0.0                                # SynthConfig: |CTR - 0.5| >= ctr_gap
     n_train: int = 6000                                 # training indices (rendered on the fly)
     n_test: int = 1000                                  # test images per figure
     classifier: tuple = ((8, 16, 32, 64), 400, 32)
@@ -79,8 +89,10 @@ class ShortcutPlan:
     fo_detector: tuple = ((8, 16, 32, 64), 300, 32)
     vae: tuple = ((16,), 1000, 32)                      # one halving: a 16x16 latent at 32 px
     n_queries: int = 64
-    take_at: float = 0.999                              # Latent Shift: counterfactual at p >= take_at
-    max_steps: int = 60
+    take_at: float = 0.99999                            # Latent Shift: counterfactual at p >= take_at
+    max_steps: int = 100                                # Latent Shift: frames per query at most
+    progressive: tuple | None = None                    # (width, steps, batch): also progressive exaggeration
+    progressive_take_at: float = 0.9                    # its counterfactual at p >= this
     seed: int = 0
 
     def __post_init__(self):
@@ -102,6 +114,7 @@ class ShortcutResult:
     markdown_path: Path
     figure_path: Path
     wall_s: float
+    progressive: dict[str, dict[str, float]] | None = None  # per classifier, when plan.progressive is set
 
 
 class _WithTokenFlag(Dataset):
@@ -125,7 +138,8 @@ class _WithTokenFlag(Dataset):
 
 
 def _configs(plan: ShortcutPlan) -> dict[str, SynthConfig]:
-    base = SynthConfig(task="cardiomegaly", resolution=plan.resolution)
+    base = SynthConfig(task="cardiomegaly", resolution=plan.resolution, ctr_range=tuple(plan.ctr_range),
+                       ctr_gap=plan.ctr_gap)
     return {
         "shortcut": dataclasses.replace(base, spurious_rate=plan.spurious_rate),
         "clean": base,
@@ -181,6 +195,18 @@ def _train_models(out: Path, plan: ShortcutPlan, device: str | None, progress: b
                           widths=tuple(widths), steps=steps, batch_size=batch, seed=seed, val_every=0,
                           progress=progress, checkpoint_every=0)
         seconds["vae"] = time.perf_counter() - t0
+    if plan.progressive:
+        from medcf.train.progressive import train_progressive
+
+        width, steps, batch = plan.progressive
+        for name in CLASSIFIERS:  # one generator per classifier, both on the decorrelated data
+            if (out / f"progressive_{name}" / "model" / "config.json").is_file():
+                continue
+            t0 = time.perf_counter()
+            train_progressive(SyntheticDataset(cfg["decorrelated"], n, seed + 11), out / f"progressive_{name}",
+                              classifier=out / name, steps=steps, batch_size=batch, width=width, seed=seed,
+                              progress=progress, checkpoint_every=0)
+            seconds[f"progressive_{name}"] = time.perf_counter() - t0
     return seconds
 
 
@@ -240,13 +266,41 @@ def marker_figures(token_x: Tensor, token_cf: Tensor, target: Tensor, positive_c
             "marker_wrong": float(wrong.float().mean()) if len(wrong) else float("nan")}
 
 
+def judge_counterfactuals(cfs: list, detector, ctr) -> dict[str, float]:
+    """The study's figures (module doc) of a list of ``Counterfactual`` batches, read by the
+    foreign-object detector (with the ``spurious`` output) and the CTR regressor."""
+    from medcf.eval.clinical import clinical_metrics
+
+    orig = torch.cat([c.original.cpu() for c in cfs])
+    cf_img = torch.cat([c.counterfactual.cpu() for c in cfs])
+    target = torch.cat([c.target.cpu() for c in cfs])
+    flipped = torch.cat([c.flipped.cpu() for c in cfs])
+    fig = {"validity": float(flipped.float().mean())}
+    logit_x, logit_cf = _token_logit(detector, orig), _token_logit(detector, cf_img)
+    fig.update(marker_figures(logit_x > 0, logit_cf > 0, target))
+    # continuous views: the detector's token probability moved toward the target (+ = gained for
+    # target positive, lost for target negative), and the share of the change in the token's corner
+    sign = (target == 1).float() * 2 - 1
+    fig["marker_prob_toward"] = float((sign * (torch.sigmoid(logit_cf) - torch.sigmoid(logit_x))).mean())
+    fig["corner_share"] = float(corner_share(orig, cf_img).mean())
+    ctr_figs = [clinical_metrics(c, ctr) for c in cfs]
+    weights = np.array([len(c) for c in cfs], float)
+    for key, out_key in (("toward_target", "ctr_toward"), ("crossed", "ctr_cross"),
+                         ("ctr_change_toward_target", "ctr_change")):
+        fig[out_key] = float(np.average([f[key] for f in ctr_figs], weights=weights))
+    fig["l1"] = float((cf_img - orig).abs().mean())
+    return fig
+
+
 def _explain_all(out: Path, plan: ShortcutPlan, device: str, progress: bool):
-    """Explain the same queries for both classifiers; returns figures, counterfactuals and queries."""
+    """Explain the same queries for both classifiers; returns accuracies, then figures and counterfactuals
+    per explainer (``{"latent-shift": ..., "progressive": ...}``, the latter when the plan asks for it)."""
     from medcf.classifiers import load_classifier
     from medcf.counterfactual import LatentShift
     from medcf.counterfactual.latent_shift import LatentShiftConfig
-    from medcf.eval.clinical import clinical_metrics
+    from medcf.counterfactual.progressive import Progressive, ProgressiveConfig
     from medcf.generators.autoencoder import load_autoencoder
+    from medcf.generators.progressive import load_progressive
     from medcf.train.classifiers import evaluate
 
     cfg = _configs(plan)
@@ -258,66 +312,59 @@ def _explain_all(out: Path, plan: ShortcutPlan, device: str, progress: bool):
     ls_cfg = LatentShiftConfig(iterative=True, take_at=plan.take_at, stop_probability=None,
                                max_steps=plan.max_steps, compose="residual", keep_path=False)
     acc: dict[str, dict[str, float]] = {}
-    figures: dict[str, dict[str, float]] = {}
-    cfs: dict[str, list] = {}
+    methods = ("latent-shift", "progressive") if plan.progressive else ("latent-shift",)
+    figures: dict[str, dict[str, dict]] = {m: {} for m in methods}
+    cfs: dict[str, dict[str, list]] = {m: {} for m in methods}
     for name in CLASSIFIERS:
         clf = load_classifier(out / name, kind="classifier", device=device).eval()
         acc[name] = {}
         for test_name in ("shortcut", "decorrelated", "anti"):
             ds = SyntheticDataset(cfg[test_name], n=plan.n_test, seed=plan.seed, offset=TEST_OFFSET)
             acc[name][f"acc_{test_name}"] = float(evaluate(clf, ds, role="classifier", device=device)["accuracy"])
-        explainer = LatentShift(autoencoder=vae, classifier=clf, config=ls_cfg)
-        t0 = time.perf_counter()
-        cfs[name] = [explainer.explain(b["image"].to(device)) for b in
-                     tqdm(batches, desc=f"explain ({name})", disable=not progress)]
-        sec = (time.perf_counter() - t0) / len(queries)
-        orig = torch.cat([c.original.cpu() for c in cfs[name]])
-        cf_img = torch.cat([c.counterfactual.cpu() for c in cfs[name]])
-        target = torch.cat([c.target.cpu() for c in cfs[name]])
-        flipped = torch.cat([c.flipped.cpu() for c in cfs[name]])
-        fig = {"validity": float(flipped.float().mean())}
-        logit_x, logit_cf = _token_logit(detector, orig), _token_logit(detector, cf_img)
-        fig.update(marker_figures(logit_x > 0, logit_cf > 0, target))
-        # continuous views: the detector's token probability moved toward the target (+ = gained for
-        # target positive, lost for target negative), and the share of the change in the token's corner
-        sign = (target == 1).float() * 2 - 1
-        fig["marker_prob_toward"] = float((sign * (torch.sigmoid(logit_cf) - torch.sigmoid(logit_x))).mean())
-        fig["corner_share"] = float(corner_share(orig, cf_img).mean())
-        ctr_figs = [clinical_metrics(c, ctr) for c in cfs[name]]
-        weights = np.array([len(c) for c in cfs[name]], float)
-        for key, out_key in (("toward_target", "ctr_toward"), ("crossed", "ctr_cross"),
-                             ("ctr_change_toward_target", "ctr_change")):
-            fig[out_key] = float(np.average([f[key] for f in ctr_figs], weights=weights))
-        fig["l1"] = float((cf_img - orig).abs().mean())
-        fig["sec_per_query"] = sec
-        figures[name] = fig
+        for method in methods:
+            if method == "latent-shift":
+                explainer = LatentShift(autoencoder=vae, classifier=clf, config=ls_cfg)
+            else:
+                explainer = Progressive(generator=load_progressive(out / f"progressive_{name}", device=device),
+                                        classifier=clf, config=ProgressiveConfig(take_at=plan.progressive_take_at))
+            t0 = time.perf_counter()
+            cfs[method][name] = [explainer.explain(b["image"].to(device)) for b in
+                                 tqdm(batches, desc=f"explain ({method}, {name})", disable=not progress)]
+            sec = (time.perf_counter() - t0) / len(queries)
+            figures[method][name] = judge_counterfactuals(cfs[method][name], detector, ctr) | {"sec_per_query": sec}
     truth = torch.cat([b["spurious"] for b in batches]) > 0.5
-    figures["queries"] = {"n": len(queries), "with_token": float(truth.float().mean()),
-                          "detector_agrees_on_x": float((_token_present(detector, torch.cat(
-                              [b["image"] for b in batches]).to(device)) == truth).float().mean())}
+    figures["latent-shift"]["queries"] = {
+        "n": len(queries), "with_token": float(truth.float().mean()),
+        "detector_agrees_on_x": float((_token_present(detector, torch.cat(
+            [b["image"] for b in batches]).to(device)) == truth).float().mean())}
     return acc, figures, cfs
 
 
-def _markdown(acc, figs, judges, plan: ShortcutPlan) -> str:
+_ROWS = (("validity", "validity"),
+         ("marker_change", "marker added/removed as the target implies"),
+         ("marker_added", "  marker added (target positive, no token in x)"),
+         ("marker_removed", "  marker removed (target negative, token in x)"),
+         ("marker_wrong", "marker changed against the target"),
+         ("marker_prob_toward", "detector's P(token) moved toward the target, mean"),
+         ("corner_share", f"share of the change in the token's corner ({CORNER:.0%} x {CORNER:.0%} of the image)"),
+         ("ctr_toward", "CTR moves toward the target"),
+         ("ctr_cross", "CTR crosses 0.5 as the target implies"),
+         ("ctr_change", "mean CTR change toward the target"),
+         ("l1", "mean |x_cf - x|"))
+METHOD_NAMES = {"latent-shift": "Latent Shift", "progressive": "progressive exaggeration"}
+
+
+def _markdown(acc, figs: dict, judges, plan: ShortcutPlan) -> str:
     rate = f"{plan.spurious_rate:.0%}"
-    rows = [(f"accuracy, token on {rate} of positives (shortcut data)", lambda n: acc[n]["acc_shortcut"]),
-            ("accuracy, token independent of the label", lambda n: acc[n]["acc_decorrelated"]),
-            ("accuracy, token only on negatives", lambda n: acc[n]["acc_anti"]),
-            ("Latent Shift validity", lambda n: figs[n]["validity"]),
-            ("marker added/removed as the target implies", lambda n: figs[n]["marker_change"]),
-            ("  marker added (target positive, no token in x)", lambda n: figs[n]["marker_added"]),
-            ("  marker removed (target negative, token in x)", lambda n: figs[n]["marker_removed"]),
-            ("marker changed against the target", lambda n: figs[n]["marker_wrong"]),
-            ("detector's P(token) moved toward the target, mean", lambda n: figs[n]["marker_prob_toward"]),
-            (f"share of the change in the token's corner ({CORNER:.0%} x {CORNER:.0%} of the image)",
-             lambda n: figs[n]["corner_share"]),
-            ("CTR moves toward the target", lambda n: figs[n]["ctr_toward"]),
-            ("CTR crosses 0.5 as the target implies", lambda n: figs[n]["ctr_cross"]),
-            ("mean CTR change toward the target", lambda n: figs[n]["ctr_change"]),
-            ("mean |x_cf - x|", lambda n: figs[n]["l1"])]
     lines = ["| figure | shortcut classifier | clean classifier |", "|---|---|---|"]
-    lines += [f"| {label} | {fn('shortcut'):.3f} | {fn('clean'):.3f} |" for label, fn in rows]
-    q = figs["queries"]
+    for key, label in (("acc_shortcut", f"accuracy, token on {rate} of positives (shortcut data)"),
+                       ("acc_decorrelated", "accuracy, token independent of the label"),
+                       ("acc_anti", "accuracy, token only on negatives")):
+        lines.append(f"| {label} | {acc['shortcut'][key]:.3f} | {acc['clean'][key]:.3f} |")
+    for method, per in figs.items():
+        lines.append(f"| **{METHOD_NAMES[method]}** | | |")
+        lines += [f"| {label} | {per['shortcut'][key]:.3f} | {per['clean'][key]:.3f} |" for key, label in _ROWS]
+    q = figs["latent-shift"]["queries"]
     lines += ["", f"{q['n']} queries drawn like the shortcut classifier's training data "
               f"({q['with_token']:.0%} carry the token; the detector agrees with the truth on "
               f"{q['detector_agrees_on_x']:.0%} of them); judges' test figures: "
@@ -328,20 +375,23 @@ def _markdown(acc, figs, judges, plan: ShortcutPlan) -> str:
 
 
 def _figure(path: Path, cfs: dict, figs: dict, k: int = 4) -> Path:
-    """Queries (input, counterfactual and difference for both classifiers) and the headline bars."""
+    """Queries (input, then counterfactual and difference for both classifiers, per explainer) and the
+    headline bars; ``cfs``/``figs``: per explainer, per classifier."""
     from matplotlib.figure import Figure
 
-    short = torch.cat([c.counterfactual for c in cfs["shortcut"]]).cpu()
-    clean = torch.cat([c.counterfactual for c in cfs["clean"]]).cpu()
-    orig = torch.cat([c.original for c in cfs["shortcut"]]).cpu()
-    target = torch.cat([c.target for c in cfs["shortcut"]]).cpu()
+    cat = lambda name, method, attr: torch.cat([getattr(c, attr) for c in cfs[method][name]]).cpu()  # noqa: E731
+    orig, target = cat("shortcut", "latent-shift", "original"), cat("shortcut", "latent-shift", "target")
     pick = [int(i) for i in torch.nonzero(target == 0)[: k // 2, 0]] + \
            [int(i) for i in torch.nonzero(target == 1)[: k - k // 2, 0]]
-    fig = Figure(figsize=(1.6 * len(pick) + 5.0, 8.0), dpi=100)
-    left, right = fig.subfigures(1, 2, width_ratios=[1.6 * len(pick), 5.0])
-    axes = left.subplots(5, len(pick), squeeze=False)
-    rows = [("input", orig, "gray"), ("shortcut clf: cf", short, "gray"), ("shortcut: cf - x", short - orig, "bwr"),
-            ("clean clf: cf", clean, "gray"), ("clean: cf - x", clean - orig, "bwr")]
+    rows = [("input", orig, "gray")]
+    for method in cfs:
+        tag = "LS" if method == "latent-shift" else "PE"
+        for name in CLASSIFIERS:
+            cf = cat(name, method, "counterfactual")
+            rows += [(f"{tag}, {name}: cf", cf, "gray"), (f"{tag}, {name}: cf - x", cf - orig, "bwr")]
+    fig = Figure(figsize=(1.5 * len(pick) + 5.5, 1.5 * len(rows) + 0.6), dpi=100)
+    left, right = fig.subfigures(1, 2, width_ratios=[1.5 * len(pick), 5.5])
+    axes = left.subplots(len(rows), len(pick), squeeze=False)
     for j, i in enumerate(pick):
         for r, (label, imgs, cmap) in enumerate(rows):
             ax = axes[r, j]
@@ -350,21 +400,29 @@ def _figure(path: Path, cfs: dict, figs: dict, k: int = 4) -> Path:
             ax.set_xticks([])
             ax.set_yticks([])
             if j == 0:
-                ax.set_ylabel(label, fontsize=8)
+                ax.set_ylabel(label, fontsize=7)
         axes[0, j].set_title("to " + ("cardiomegaly" if int(target[i]) else "normal"), fontsize=8)
-    ax = right.subplots(1, 1)
     keys = [("marker_change", "marker added/\nremoved"), ("marker_prob_toward", "P(token)\ntoward target"),
             ("corner_share", "change in the\ntoken's corner"), ("ctr_toward", "CTR toward\ntarget"),
             ("ctr_cross", "CTR crosses\n0.5")]
     xs = np.arange(len(keys))
-    for off, name, colour in ((-0.18, "shortcut", "tab:red"), (0.18, "clean", "tab:blue")):
-        ax.bar(xs + off, [figs[name][k_] for k_, _ in keys], width=0.36, color=colour, label=f"{name} classifier")
+    bars = [(method, name) for method in cfs for name in CLASSIFIERS]
+    colours = {("latent-shift", "shortcut"): "tab:red", ("latent-shift", "clean"): "tab:blue",
+               ("progressive", "shortcut"): "salmon", ("progressive", "clean"): "lightskyblue"}
+    axs = right.subplots(2, 1, height_ratios=[3, 1]) if len(bars) > 2 else [right.subplots(1, 1)]
+    ax = axs[0]
+    w = 0.8 / len(bars)
+    for b, (method, name) in enumerate(bars):
+        ax.bar(xs + (b - (len(bars) - 1) / 2) * w, [figs[method][name][k_] for k_, _ in keys], width=w,
+               color=colours[(method, name)], label=f"{METHOD_NAMES[method]}, {name} classifier")
     ax.set_xticks(xs, [lbl for _, lbl in keys], fontsize=7)
     ax.axhline(0.0, color="black", linewidth=0.5)
-    ax.set_ylim(min(0.0, *(figs[n][k_] for n in CLASSIFIERS for k_, _ in keys)) - 0.05, 1.05)
+    ax.set_ylim(min(0.0, *(figs[m][n][k_] for m, n in bars for k_, _ in keys)) - 0.05, 1.05)
     ax.set_ylabel("fraction of counterfactuals")
-    ax.legend(fontsize=8, loc="upper center")
-    ax.set_title("Latent Shift counterfactuals", fontsize=9)
+    ax.legend(fontsize=7, loc="upper center", bbox_to_anchor=(0.5, -0.12) if len(bars) > 2 else None)
+    ax.set_title("counterfactuals judged by the detector and the CTR regressor", fontsize=9)
+    if len(axs) > 1:
+        axs[1].axis("off")
     return atomic_write(path, lambda p: fig.savefig(p, format="png"))
 
 
@@ -401,8 +459,9 @@ def run_shortcut_study(out_dir: str | os.PathLike, plan: ShortcutPlan = Shortcut
     md = atomic_write_text(out / "shortcut.md", _markdown(acc, figs, judges, plan))
     png = _figure(out / "shortcut.png", cfs, figs)
     wall = time.perf_counter() - t0
-    payload = {"plan": dataclasses.asdict(plan), "classifiers": acc, "explainer": figs, "judges": judges,
-               "train_seconds": train_s, "wall_s": wall}
+    payload = {"plan": dataclasses.asdict(plan), "classifiers": acc, "explainer": figs["latent-shift"],
+               "progressive": figs.get("progressive"), "judges": judges, "train_seconds": train_s, "wall_s": wall}
     js = atomic_write_text(out / "shortcut.json", json.dumps(payload, indent=2, default=float) + "\n")
-    return ShortcutResult(classifiers=acc, explainer=figs, judges=judges, json_path=Path(js),
-                          markdown_path=Path(md), figure_path=Path(png), wall_s=wall)
+    return ShortcutResult(classifiers=acc, explainer=figs["latent-shift"], judges=judges, json_path=Path(js),
+                          markdown_path=Path(md), figure_path=Path(png), wall_s=wall,
+                          progressive=figs.get("progressive"))
