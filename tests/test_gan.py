@@ -65,6 +65,26 @@ def test_seeded_init_is_deterministic_and_leaves_global_rng_alone():
     assert not torch.equal(a.fc.weight, c.fc.weight)
 
 
+def test_normal_init_draws_the_listed_layers_in_module_order():
+    from medcf.generators.layers import normal_init_
+
+    net = nn.Sequential(nn.Linear(3, 4), nn.GroupNorm(2, 4), nn.Conv2d(1, 2, 3), nn.Conv3d(1, 1, 1),
+                        nn.ConvTranspose2d(2, 1, 3))
+    conv3d = net[3].weight.detach().clone()
+    normal_init_(net, torch.Generator().manual_seed(5), std=0.5)
+    g = torch.Generator().manual_seed(5)
+    for i in (0, 2, 4):                                            # Linear, Conv2d, ConvTranspose2d in order
+        assert torch.equal(net[i].weight, torch.randn(net[i].weight.shape, generator=g) * 0.5)
+        assert not net[i].bias.any()
+    assert torch.equal(net[3].weight, conv3d)                       # not a listed layer: untouched
+    assert torch.equal(net[1].weight, torch.ones(4)) and not net[1].bias.any()
+    normal_init_(net, torch.Generator().manual_seed(5), layers=(nn.Conv2d,))
+    assert torch.equal(net[2].weight, torch.randn(2, 1, 3, 3, generator=torch.Generator().manual_seed(5)) * 0.02)
+    # DCGAN's generator: its first layer (fc) takes the first N(0, 0.02) draws of its seed
+    fc = DCGANGenerator(CFG, seed=3).fc
+    assert torch.equal(fc.weight, torch.randn(fc.weight.shape, generator=torch.Generator().manual_seed(3)) * 0.02)
+
+
 def test_gradient_penalty_linear_critic_is_norm_of_w_minus_one_squared():
     # D(x) = <w, x>: the gradient is w at every interpolate, so GP = (||w|| - 1)^2 exactly
     lin = nn.Sequential(nn.Flatten(), nn.Linear(4, 1, bias=False))

@@ -26,6 +26,7 @@ from typing import Any, ClassVar
 import torch
 from torch import Tensor, nn
 
+from medcf.generators.layers import normal_init_
 from medcf.io import SavableModule
 from medcf.types import check_images
 
@@ -121,23 +122,13 @@ class PatchDiscriminator(nn.Module):
             nxt = d * min(2 ** cfg.disc_layers, 8)
             layers += [nn.Conv2d(ch, nxt, 3, 1, 1), _norm(nxt), nn.LeakyReLU(0.2, True), nn.Conv2d(nxt, 1, 3, 1, 1)]
             self.net = nn.Sequential(*layers)
-        gaussian_init(self, torch.Generator().manual_seed(seed))
+        normal_init_(self, torch.Generator().manual_seed(seed))
 
     def forward(self, x: Tensor) -> Tensor:
         return self.net(x)
 
 
-@torch.no_grad()
-def gaussian_init(module: nn.Module, generator: torch.Generator, std: float = 0.02) -> None:
-    """CycleGAN's init: conv weights ~ N(0, std), biases 0, norm scale 1."""
-    for m in module.modules():
-        if isinstance(m, (nn.Conv2d, nn.ConvTranspose2d)):
-            m.weight.copy_(torch.randn(m.weight.shape, generator=generator) * std)
-            if m.bias is not None:
-                m.bias.zero_()
-        elif isinstance(m, nn.GroupNorm):
-            m.weight.fill_(1.0)
-            m.bias.zero_()
+gaussian_init = normal_init_  # previous name of CycleGAN's init, kept importable (now also draws Linear layers)
 
 
 class CycleGAN(SavableModule):
@@ -158,7 +149,7 @@ class CycleGAN(SavableModule):
         with torch.random.fork_rng(devices=[]):
             self.g_ab = ResNetGenerator(config)
             self.g_ba = ResNetGenerator(config)
-        gaussian_init(self, torch.Generator().manual_seed(seed))
+        normal_init_(self, torch.Generator().manual_seed(seed))
 
     def check_input(self, x: Tensor) -> None:
         cfg = self.config

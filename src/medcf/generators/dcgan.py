@@ -30,7 +30,7 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from medcf.errors import ShapeError
-from medcf.generators.layers import group_norm
+from medcf.generators.layers import group_norm, normal_init_
 from medcf.io import SavableModule, load_of_kind
 from medcf.types import check_images
 
@@ -60,19 +60,6 @@ class DCGANConfig:
         return [min(self.base_channels * 2 ** (n - i), self.max_channels) for i in range(n + 1)]
 
 
-def _init(module: nn.Module, generator: torch.Generator) -> None:
-    """N(0, 0.02) weights (the DCGAN initialisation), zero biases, unit GroupNorm."""
-    with torch.no_grad():
-        for m in module.modules():
-            if isinstance(m, (nn.Conv2d, nn.Linear)):
-                m.weight.copy_(torch.randn(m.weight.shape, generator=generator) * 0.02)
-                if m.bias is not None:
-                    m.bias.zero_()
-            elif isinstance(m, nn.GroupNorm):
-                m.weight.fill_(1.0)
-                m.bias.zero_()
-
-
 class DCGANGenerator(SavableModule):
     """z [B, z_dim] -> image [B, C, R, R] in (-1, 1)."""
 
@@ -91,7 +78,7 @@ class DCGANGenerator(SavableModule):
                 self.ups.append(nn.Sequential(nn.Upsample(scale_factor=2, mode="nearest"),
                                               nn.Conv2d(cin, cout, 3, 1, 1), group_norm(cout), nn.ReLU()))
             self.out = nn.Conv2d(w[-1], config.channels, 3, 1, 1)
-        _init(self, torch.Generator().manual_seed(seed))
+        normal_init_(self, torch.Generator().manual_seed(seed))  # N(0, 0.02), the DCGAN init
 
     def forward(self, z: Tensor) -> Tensor:  # [B, z_dim] -> [B, C, R, R]
         if z.ndim != 2 or z.shape[1] != self.z_dim:
@@ -132,7 +119,7 @@ class DCGANCritic(SavableModule):
             self.stem = nn.Conv2d(cin, w[0], 3, 1, 1)
             self.downs = nn.ModuleList(nn.Conv2d(a, b, 4, 2, 1) for a, b in zip(w[:-1], w[1:], strict=True))
             self.fc = nn.Linear(w[-1] * 16, 1)
-        _init(self, torch.Generator().manual_seed(seed))
+        normal_init_(self, torch.Generator().manual_seed(seed))  # N(0, 0.02), the DCGAN init
 
     def forward(self, x: Tensor) -> Tensor:  # [B, C, R, R] -> [B]
         cfg = self.config
