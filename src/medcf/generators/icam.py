@@ -36,6 +36,7 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from medcf.generators.cyclegan import lsgan_loss
+from medcf.generators.layers import group_norm
 from medcf.io import SavableModule
 from medcf.types import check_images
 
@@ -91,10 +92,6 @@ def _conv(dims: int, *args, **kwargs) -> nn.Module:
     return (nn.Conv2d if dims == 2 else nn.Conv3d)(*args, **kwargs)
 
 
-def _norm(ch: int) -> nn.GroupNorm:
-    return nn.GroupNorm(math.gcd(ch, 8), ch)
-
-
 def _spatial_mean(h: Tensor) -> Tensor:  # [B, C, *spatial] -> [B, C]
     return h.flatten(2).mean(2)
 
@@ -108,8 +105,8 @@ class _ResBlock(nn.Module):
 
     def __init__(self, dims: int, ch: int):
         super().__init__()
-        self.body = nn.Sequential(_norm(ch), nn.SiLU(), _conv(dims, ch, ch, 3, 1, 1),
-                                  _norm(ch), nn.SiLU(), _conv(dims, ch, ch, 3, 1, 1))
+        self.body = nn.Sequential(group_norm(ch), nn.SiLU(), _conv(dims, ch, ch, 3, 1, 1),
+                                  group_norm(ch), nn.SiLU(), _conv(dims, ch, ch, 3, 1, 1))
 
     def forward(self, x: Tensor) -> Tensor:
         return x + self.body(x)
@@ -123,9 +120,9 @@ class ContentEncoder(nn.Module):
         d, w = cfg.dims, cfg.width
         layers: list[nn.Module] = [_conv(d, cfg.channels, w, 3, 1, 1)]
         for i in range(cfg.downsample):
-            layers += [_norm(w * 2 ** i), nn.SiLU(), _conv(d, w * 2 ** i, w * 2 ** (i + 1), 4, 2, 1)]
+            layers += [group_norm(w * 2 ** i), nn.SiLU(), _conv(d, w * 2 ** i, w * 2 ** (i + 1), 4, 2, 1)]
         layers += [_ResBlock(d, cfg.content_channels) for _ in range(cfg.blocks)]
-        layers += [_norm(cfg.content_channels)]
+        layers += [group_norm(cfg.content_channels)]
         self.net = nn.Sequential(*layers)
 
     def forward(self, x: Tensor) -> Tensor:
@@ -165,9 +162,9 @@ class Decoder(nn.Module):
         ch = cfg.content_channels
         for _ in range(cfg.downsample):
             nxt = ch // 2
-            self.ups.append(nn.ModuleList([_norm(ch), _conv(d, ch + a, nxt, 3, 1, 1)]))
+            self.ups.append(nn.ModuleList([group_norm(ch), _conv(d, ch + a, nxt, 3, 1, 1)]))
             ch = nxt
-        self.norm_out = _norm(ch)
+        self.norm_out = group_norm(ch)
         self.conv_out = _conv(d, ch, cfg.channels, 3, 1, 1)
 
     def forward(self, content: Tensor, attribute: Tensor) -> Tensor:
@@ -189,7 +186,7 @@ class ImageDiscriminator(nn.Module):
             ch = w
             for _ in range(1, cfg.disc_layers):
                 nxt = min(ch * 2, 8 * w)
-                layers += [_conv(d, ch, nxt, 4, 2, 1), _norm(nxt), nn.LeakyReLU(0.2)]
+                layers += [_conv(d, ch, nxt, 4, 2, 1), group_norm(nxt), nn.LeakyReLU(0.2)]
                 ch = nxt
             self.trunk = nn.Sequential(*layers)
             self.patch = _conv(d, ch, 1, 3, 1, 1)
