@@ -161,6 +161,43 @@ def test_image_pool_size_zero_and_state_round_trip():
 # ----------------------------------------------------------------------------- recipe
 
 
+def test_linear_decay_and_set_lr_by_hand():
+    from medcf.train.schedules import linear_decay, set_lr
+
+    assert [linear_decay(s, 10, 1.0) for s in (0, 4, 5, 7, 10, 12)] == [1.0, 1.0, 1.0, 0.6, 0.0, 0.0]
+    w = nn.Parameter(torch.zeros(1))
+    opts = [torch.optim.Adam([{"params": [w]}, {"params": [nn.Parameter(torch.zeros(1))], "lr": 5.0}], lr=1.0),
+            torch.optim.SGD([nn.Parameter(torch.zeros(1))], lr=2.0)]
+    assert set_lr(opts, 0.25) == 0.25
+    assert [g["lr"] for o in opts for g in o.param_groups] == [0.25, 0.25, 0.25]
+
+
+def test_frozen_restores_flags_and_optimizer_step_uses_only_the_new_gradient():
+    from medcf.train.recipe_common import frozen, optimizer_step
+
+    d, g = nn.Linear(2, 1), nn.Linear(2, 1, bias=False)
+    d.bias.requires_grad_(False)                                   # already frozen: stays so
+    with pytest.raises(RuntimeError), frozen(d):
+        assert not any(p.requires_grad for p in d.parameters())
+        raise RuntimeError
+    assert d.weight.requires_grad and not d.bias.requires_grad
+
+    class Trainer:                                                 # what optimizer_step needs of the engine
+        optimizers = {"g": torch.optim.SGD(g.parameters(), lr=0.1)}
+
+        def backward(self, loss):
+            loss.backward()
+
+    w0 = g.weight.detach().clone()
+    g.weight.grad = torch.full_like(w0, 100.0)                     # a stale gradient must be dropped
+    x = torch.tensor([[1.0, -2.0]])
+    with frozen(d):
+        optimizer_step(Trainer(), "g", d(g(x).expand(1, 2)).sum())  # d(g(x)) = (w_d . [1, 1]) g(x) + b
+    # d loss / d w_g = (w_d0 + w_d1) x ; SGD: w_g - 0.1 * grad; d took no gradient
+    expected = w0 - 0.1 * d.weight.detach().sum() * x
+    assert torch.allclose(g.weight.detach(), expected) and d.weight.grad is None
+
+
 def test_recipe_trains_without_nan_writes_grids_and_resumes_exactly(tmp_path):
     from medcf.train.cyclegan import train_cyclegan
 

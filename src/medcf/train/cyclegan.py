@@ -34,6 +34,7 @@ import torch
 from torch.utils.data import Dataset
 
 from medcf.errors import DataError, MedcfError
+from medcf.eval._common import evaluating
 from medcf.generators.cyclegan import (
     CycleGAN,
     CycleGANConfig,
@@ -51,6 +52,8 @@ from medcf.train.domains import (
     resolve_domains,
 )
 from medcf.train.fid_snapshots import keep_fid_in_meta, translation_fid
+from medcf.train.recipe_common import frozen, optimizer_step
+from medcf.train.schedules import linear_decay, set_lr  # linear_decay: importable from here too
 
 log = logging.getLogger(__name__)
 
@@ -79,14 +82,6 @@ class _Pools:
     def load_state_dict(self, state: dict[str, Any]) -> None:
         self.a.load_state_dict(state["a"])
         self.b.load_state_dict(state["b"])
-
-
-def linear_decay(step: int, total: int, lr: float) -> float:
-    """lr for the first half of the run, then linearly to 0 at ``total``."""
-    half = total // 2
-    if step < half:
-        return lr
-    return lr * max(0.0, 1.0 - (step - half) / max(1, total - half))
 
 
 def prepare_domains(data, domain_a, domain_b, resolution: int | None, val_data: Dataset | None
@@ -169,40 +164,24 @@ def train_cyclegan(
 
     def step_fn(tr, batch):
         g, da, db = tr.models["model"], tr.models["d_a"], tr.models["d_b"]
-        rate = linear_decay(tr.step, steps, lr)
-        for o in tr.optimizers.values():
-            for group in o.param_groups:
-                group["lr"] = rate
+        rate = set_lr(tr.optimizers.values(), linear_decay(tr.step, steps, lr))
         a, b = batch["image_a"], batch["image_b"]
-        # 1. generators (discriminators frozen)
-        for p in [*da.parameters(), *db.parameters()]:
-            p.requires_grad_(False)
-        out = g(a, b, identity=lambda_identity > 0)
-        losses = cycle_losses(out, da, db, a, b, lambda_cycle=lambda_cycle, lambda_identity=lambda_identity)
-        tr.optimizers["g"].zero_grad(set_to_none=True)
-        tr.backward(losses.total)
-        tr.optimizers["g"].step()
+        with frozen(da, db):                    # 1. generators
+            out = g(a, b, identity=lambda_identity > 0)
+            losses = cycle_losses(out, da, db, a, b, lambda_cycle=lambda_cycle, lambda_identity=lambda_identity)
+            optimizer_step(tr, "g", losses.total)
         # 2. discriminators on real images and pooled fakes
-        for p in [*da.parameters(), *db.parameters()]:
-            p.requires_grad_(True)
         loss_da = discriminator_loss(da, a, pools.a.query(out.fake_a, tr.generator))
         loss_db = discriminator_loss(db, b, pools.b.query(out.fake_b, tr.generator))
-        tr.optimizers["d"].zero_grad(set_to_none=True)
-        tr.backward(loss_da + loss_db)
-        tr.optimizers["d"].step()
+        optimizer_step(tr, "d", loss_da + loss_db)
         return {"g_adv": losses.adv.item(), "cycle": losses.cycle.item(), "identity": losses.identity.item(),
                 "g_total": losses.total.item(), "d_a": loss_da.item(), "d_b": loss_db.item(), "lr": rate}
 
     x_a, x_b = grid_pairs(val_data, train_ds, a_cls, b_cls)
 
-    def translate(tr, xa, xb):
-        m = tr.unwrap("model")
-        was = m.training
-        m.eval()
-        try:
+    def translate(tr, xa, xb):                  # grid rows: A, G_AB(A), B, G_BA(B)
+        with evaluating(tr.unwrap("model")) as m:
             return torch.cat([xa, m.g_ab(xa), xb, m.g_ba(xb)])
-        finally:
-            m.train(was)
 
     hooks = [Hook(every=sample_every or steps, fn=grid_hook(translate, x_a, x_b, 2))]
     snaps = None

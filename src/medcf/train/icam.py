@@ -35,6 +35,7 @@ import torch
 from torch.utils.data import DataLoader, Dataset, Subset
 
 from medcf.errors import MedcfError
+from medcf.eval._common import evaluating
 from medcf.generators.icam import (
     ICAM,
     ContentDiscriminator,
@@ -45,7 +46,7 @@ from medcf.generators.icam import (
     icam_losses,
 )
 from medcf.io import read_header
-from medcf.train.cyclegan import TrainedTranslator, linear_decay, prepare_domains
+from medcf.train.cyclegan import TrainedTranslator, prepare_domains
 from medcf.train.domains import (
     UnpairedDomains,
     class_names_of,
@@ -54,6 +55,8 @@ from medcf.train.domains import (
     grid_pairs,
 )
 from medcf.train.fid_snapshots import translation_fid
+from medcf.train.recipe_common import frozen, optimizer_step
+from medcf.train.schedules import linear_decay, set_lr
 
 
 @torch.no_grad()
@@ -159,39 +162,22 @@ def train_icam(
 
     def step_fn(tr, batch):
         g, di, dc = tr.models["model"], tr.models["d_img"], tr.models["d_content"]
-        rate = linear_decay(tr.step, steps, lr)
-        for o in tr.optimizers.values():
-            for group in o.param_groups:
-                group["lr"] = rate
+        rate = set_lr(tr.optimizers.values(), linear_decay(tr.step, steps, lr))
         a, b = batch["image_a"], batch["image_b"]
-        # 1. encoders, decoder, attribute classifier (discriminators frozen)
-        for p in [*di.parameters(), *dc.parameters()]:
-            p.requires_grad_(False)
-        out = g(a, b, generator=tr.generator)
-        terms = icam_losses(out, tr.unwrap("model"), di, dc, a, b, weights)
-        tr.optimizers["g"].zero_grad(set_to_none=True)
-        tr.backward(terms["total"])
-        tr.optimizers["g"].step()
-        # 2. discriminators
-        for p in [*di.parameters(), *dc.parameters()]:
-            p.requires_grad_(True)
-        d_terms = discriminator_losses(out, di, dc, a, b)
-        tr.optimizers["d"].zero_grad(set_to_none=True)
-        tr.backward(d_terms["d_total"])
-        tr.optimizers["d"].step()
+        with frozen(di, dc):                    # 1. encoders, decoder, attribute classifier
+            out = g(a, b, generator=tr.generator)
+            terms = icam_losses(out, tr.unwrap("model"), di, dc, a, b, weights)
+            optimizer_step(tr, "g", terms["total"])
+        d_terms = discriminator_losses(out, di, dc, a, b)      # 2. discriminators
+        optimizer_step(tr, "d", d_terms["d_total"])
         return {**{k: v.item() for k, v in terms.items()}, **{k: v.item() for k, v in d_terms.items()}, "lr": rate}
 
     x_a, x_b = grid_pairs(val_data, train_ds, a_cls, b_cls)
 
-    def translate(tr, xa, xb):
-        m = tr.unwrap("model")
-        was = m.training
-        m.eval()
-        try:
+    def translate(tr, xa, xb):                  # grid rows: A, A with B's attribute, B, B with A's
+        with evaluating(tr.unwrap("model")) as m:
             (ca, za), (cb, zb) = m.encode(xa), m.encode(xb)
             return torch.cat([xa, m.decode(ca, zb), xb, m.decode(cb, za)])
-        finally:
-            m.train(was)
 
     hooks = [Hook(every=sample_every or steps, fn=grid_hook(translate, x_a, x_b, 2))]
     snaps = None

@@ -1,23 +1,29 @@
 """Helpers every image-generating training recipe shares (StyleGAN2, DCGAN, DDPM, ...):
-opening the training split, the facts of a dataset, PNG sample grids, and the last logged
-figures of a run (the domain-FID oracle and snapshots are ``medcf.train.fid_snapshots``).
+opening the training split, the facts of a dataset, PNG sample grids, the last logged
+figures of a run (the domain-FID oracle and snapshots are ``medcf.train.fid_snapshots``),
+and the two moves of an adversarial step: ``frozen`` (update one player while the other's
+parameters take no gradient) and ``optimizer_step`` (zero, backward, step one optimizer).
 
 Example:
     >>> ds, where = open_train_split("data/synth64", 64)           # doctest: +SKIP
     >>> channels, res, class_names = dataset_facts(ds)              # doctest: +SKIP
     >>> save_grid(torch.zeros(4, 1, 8, 8), 2, "runs/x/grid.png")    # doctest: +SKIP
+    >>> with frozen(d):                                             # doctest: +SKIP
+    ...     optimizer_step(tr, "g", g_loss)
 """
 
 from __future__ import annotations
 
+import contextlib
 import json
 import logging
 import os
+from collections.abc import Iterator
 from pathlib import Path
 
 import torch
 from PIL import Image
-from torch import Tensor
+from torch import Tensor, nn
 from torch.utils.data import Dataset, Subset
 
 from medcf.errors import DataError
@@ -74,4 +80,27 @@ def last_stats(run_dir: Path) -> dict[str, float]:
     return out
 
 
-__all__ = ["dataset_facts", "last_stats", "open_train_split", "save_grid"]
+@contextlib.contextmanager
+def frozen(*modules: nn.Module) -> Iterator[None]:
+    """Parameters of ``modules`` take no gradient inside the block; their flags are restored after."""
+    params = [p for m in modules for p in m.parameters()]
+    flags = [p.requires_grad for p in params]
+    try:
+        for p in params:
+            p.requires_grad_(False)
+        yield
+    finally:
+        for p, flag in zip(params, flags, strict=True):
+            p.requires_grad_(flag)
+
+
+def optimizer_step(trainer, name: str, loss: Tensor) -> None:
+    """One update of the trainer's optimizer ``name`` on ``loss``: zero the gradients (to None),
+    backward through the trainer (mixed precision / DDP aware), step."""
+    optimizer = trainer.optimizers[name]
+    optimizer.zero_grad(set_to_none=True)
+    trainer.backward(loss)
+    optimizer.step()
+
+
+__all__ = ["dataset_facts", "frozen", "last_stats", "open_train_split", "optimizer_step", "save_grid"]
