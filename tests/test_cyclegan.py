@@ -275,6 +275,34 @@ def test_target_outside_the_domains_is_refused():
         CycleGANExplainerConfig(max_steps=0)
 
 
+def test_builder_loads_the_pair_and_checks_setting_classifier_kind_then_shape(tmp_path):
+    from medcf.classifiers import ResNetClassifier, ResNetConfig
+    from medcf.counterfactual.cyclegan import build_cyclegan
+    from medcf.errors import CheckpointError, ShapeError
+
+    def clf(res):
+        return ResNetClassifier(ResNetConfig(in_channels=1, resolution=res, class_names=("normal", "abnormal"),
+                                             num_outputs=2, head="softmax", widths=(4, 8), blocks=(1, 1)), seed=0)
+
+    clf(32).save(tmp_path / "clf" / "model")
+    clf(16).save(tmp_path / "clf16" / "model")
+    model = CycleGAN(CycleGANConfig(**TINY), seed=4)
+    model.save(tmp_path / "cg" / "model")
+    e = build_cyclegan(tmp_path / "clf", tmp_path / "cg", max_steps=2)
+    assert e.config.max_steps == 2 and type(e.classifier).__name__ == "ResNetClassifier"
+    assert all(torch.equal(p, q) for p, q in zip(e.cyclegan.state_dict().values(), model.state_dict().values(),
+                                                   strict=True))
+    # the setting is checked first, then the classifier's kind, the generator's kind, the image shape
+    with pytest.raises(MedcfError, match=r"^max_steps: .*\(cyclegan\)$"):
+        build_cyclegan(tmp_path / "cg", tmp_path / "clf", max_steps=0)
+    with pytest.raises(CheckpointError, match="'cyclegan' checkpoint; the classifier to explain"):
+        build_cyclegan(tmp_path / "cg", tmp_path / "clf")
+    with pytest.raises(CheckpointError, match="cyclegan needs a 'cyclegan' checkpoint \\(medcf train cyclegan\\)"):
+        build_cyclegan(tmp_path / "clf16", tmp_path / "clf")
+    with pytest.raises(ShapeError, match="makes 32x32 images but the classifier .*clf16 expects 16x16"):
+        build_cyclegan(tmp_path / "clf16", tmp_path / "cg")
+
+
 def test_hidden_information_counts_classifier_flips_the_oracle_does_not_follow():
     rows = [{"query": 0, "reached": True, "oracle_reached": False},
             {"query": 1, "reached": True, "oracle_reached": True},

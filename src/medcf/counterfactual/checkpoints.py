@@ -3,7 +3,8 @@
 Every ``build(classifier_dir, generator_dir, *, device, progress, **options)`` in
 ``medcf.counterfactual.registry`` starts the same way: load the classifier to
 explain, check the generator checkpoint's kind, check that the two work on the
-same images, and turn the options into the method's config. Errors are one-line
+same images, and turn the options into the method's config (``load_method_inputs`` does
+all four for a builder bound to one generator checkpoint). Errors are one-line
 ``MedcfError``s naming the file or setting (the CLI adds the flag names).
 
 Example:
@@ -17,6 +18,7 @@ from __future__ import annotations
 import dataclasses
 import os
 import re
+from collections.abc import Callable
 from typing import Any
 
 import torch
@@ -114,5 +116,27 @@ def config_from_options(config_class: type, method: str, options: dict[str, Any]
         raise MedcfError(f"{method}: {str(e).splitlines()[0] if str(e) else type(e).__name__}") from None
 
 
+def load_method_inputs(config_class: type, method: str, options: dict[str, Any], classifier_dir, generator_dir, *,
+                       kinds: tuple[str, ...], how: str, load: Callable[..., Any],
+                       device: str | torch.device = "cpu") -> tuple[Any, nn.Module, Any]:
+    """The start of a builder bound to one generator checkpoint, in this order: the method's config
+    from ``options`` (``config_from_options``), the classifier to explain, the generator's kind
+    (one of ``kinds``; ``how`` names the command that makes one), the generator loaded with
+    ``load(path, device=device)``, and the classifier/generator image check.
+    -> (config, classifier, generator)
+
+    Example:
+        >>> config, clf, model = load_method_inputs(CycleGANExplainerConfig, "cyclegan", {"max_steps": 4},
+        ...                                         "runs/classifier", "runs/cyclegan", kinds=("cyclegan",),
+        ...                                         how="medcf train cyclegan", load=CycleGAN.load)  # doctest: +SKIP
+    """
+    config = config_from_options(config_class, method, options)
+    classifier = load_explained_classifier(classifier_dir, device=device)
+    header = expect_kind(generator_dir, kinds, method, how)
+    generator = load(header["path"], device=device)
+    check_pair(classifier, generator, classifier_dir, generator_dir)
+    return config, classifier, generator
+
+
 __all__ = ["EXPLAINABLE_KINDS", "NONE", "check_pair", "config_from_options", "expect_kind", "generator_shape",
-           "load_explained_classifier", "setting_error"]
+           "load_explained_classifier", "load_method_inputs", "setting_error"]

@@ -128,18 +128,11 @@ def build_cyclegan(classifier_dir: str | os.PathLike, generator_dir: str | os.Pa
     Example:
         >>> e = build_cyclegan("runs/classifier", "runs/cyclegan", max_steps=4)   # doctest: +SKIP
     """
-    from medcf.counterfactual.checkpoints import (
-        check_pair,
-        config_from_options,
-        expect_kind,
-        load_explained_classifier,
-    )
+    from medcf.counterfactual.checkpoints import load_method_inputs
 
-    config = config_from_options(CycleGANExplainerConfig, CycleGANExplainer.method, settings)
-    classifier = load_explained_classifier(classifier_dir, device=device)
-    header = expect_kind(generator_dir, (CycleGAN.kind,), CycleGANExplainer.method, "medcf train cyclegan")
-    model = CycleGAN.load(header["path"], device=device)
-    check_pair(classifier, model, classifier_dir, generator_dir)
+    config, classifier, model = load_method_inputs(
+        CycleGANExplainerConfig, CycleGANExplainer.method, settings, classifier_dir, generator_dir,
+        kinds=(CycleGAN.kind,), how="medcf train cyclegan", load=CycleGAN.load, device=device)
     return CycleGANExplainer(cyclegan=model, classifier=classifier, config=config)
 
 

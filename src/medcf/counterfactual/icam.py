@@ -155,18 +155,11 @@ def build_icam(classifier_dir: str | os.PathLike, generator_dir: str | os.PathLi
     Example:
         >>> e = build_icam("runs/classifier", "runs/icam", attribute="mean")   # doctest: +SKIP
     """
-    from medcf.counterfactual.checkpoints import (
-        check_pair,
-        config_from_options,
-        expect_kind,
-        load_explained_classifier,
-    )
+    from medcf.counterfactual.checkpoints import load_method_inputs
 
-    config = config_from_options(ICAMExplainerConfig, ICAMExplainer.method, settings)
-    classifier = load_explained_classifier(classifier_dir, device=device)
-    header = expect_kind(generator_dir, (ICAM.kind,), ICAMExplainer.method, "medcf train icam")
-    model = ICAM.load(header["path"], device=device)
-    check_pair(classifier, model, classifier_dir, generator_dir)
+    config, classifier, model = load_method_inputs(
+        ICAMExplainerConfig, ICAMExplainer.method, settings, classifier_dir, generator_dir,
+        kinds=(ICAM.kind,), how="medcf train icam", load=ICAM.load, device=device)
     return ICAMExplainer(icam=model, classifier=classifier, config=config)
 
 

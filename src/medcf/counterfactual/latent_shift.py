@@ -257,17 +257,10 @@ def build(classifier_dir, generator_dir, *, device: str | torch.device = "cpu", 
     Example:
         >>> ls = build("runs/demo/classifier", "runs/demo/vae", iterative=True)   # doctest: +SKIP
     """
-    from medcf.counterfactual.checkpoints import (
-        check_pair,
-        config_from_options,
-        expect_kind,
-        load_explained_classifier,
-    )
+    from medcf.counterfactual.checkpoints import load_method_inputs
     from medcf.generators.autoencoder import load_autoencoder
 
-    config = config_from_options(LatentShiftConfig, LatentShift.method, settings)
-    classifier = load_explained_classifier(classifier_dir, device=device)
-    header = expect_kind(generator_dir, ("ae", "vae"), LatentShift.method, "medcf train vae")
-    generator = load_autoencoder(header["path"], device=device)
-    check_pair(classifier, generator, classifier_dir, generator_dir)
+    config, classifier, generator = load_method_inputs(
+        LatentShiftConfig, LatentShift.method, settings, classifier_dir, generator_dir,
+        kinds=("ae", "vae"), how="medcf train vae", load=load_autoencoder, device=device)
     return LatentShift(autoencoder=generator, classifier=classifier, config=config)
