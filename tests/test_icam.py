@@ -94,6 +94,27 @@ def test_save_load_round_trip_keeps_the_attribute_statistics(tmp_path):
     assert torch.equal(back.attr_mean, model.attr_mean)
 
 
+@pytest.mark.parametrize("backbone", ["icam", "cyclegan"])
+def test_domains_names_classes_and_saved_meta_of_both_two_domain_models(backbone, tmp_path):
+    from medcf.generators.cyclegan import CycleGAN, CycleGANConfig
+    from medcf.io import read_header
+
+    model_cls, config_cls, tiny = ((ICAM, ICAMConfig, TINY) if backbone == "icam" else
+                                   (CycleGAN, CycleGANConfig, dict(resolution=32, width=4, blocks=1)))
+    named = model_cls(config_cls(**tiny, domain_a=2, domain_b=0, class_names=["n", "e", "c"]))
+    assert named.config.class_names == ("n", "e", "c")                 # a list becomes a tuple
+    assert (named.config.domain_name("a"), named.config.domain_name("b")) == ("c", "n")
+    assert [named.domain_of_class(c) for c in range(4)] == ["b", None, "a", None]
+    unnamed = model_cls(config_cls(**tiny, domain_a=3, domain_b=1))
+    assert (unnamed.config.domain_name("a"), unnamed.config.domain_name("b")) == ("3", "1")
+    named.save(tmp_path / "m")
+    assert read_header(tmp_path / "m")["meta"] == {"input": {"channels": 1, "resolution": 32,
+                                                             "value_range": [-1.0, 1.0]},
+                                                   "domains": {"a": "c", "b": "n"}}
+    with pytest.raises(ValueError, match=f"^{config_cls.__name__}: domain_a and domain_b must differ, both are 2$"):
+        config_cls(**tiny, domain_a=2, domain_b=2)
+
+
 def test_one_step_has_finite_gradients_everywhere():
     cfg = ICAMConfig(**TINY)
     model, di, dc = ICAM(cfg), ImageDiscriminator(cfg), ContentDiscriminator(cfg)

@@ -27,12 +27,13 @@ import torch
 from torch import Tensor, nn
 
 from medcf.generators.layers import normal_init_
+from medcf.generators.two_domain import TwoDomainConfig, TwoDomainModel
 from medcf.io import SavableModule
 from medcf.types import check_images
 
 
 @dataclass(frozen=True)
-class CycleGANConfig:
+class CycleGANConfig(TwoDomainConfig):
     resolution: int = 64                  # image height = width
     channels: int = 1                     # 1 or 3
     width: int = 32                       # generator channels after the stem (ngf)
@@ -56,13 +57,8 @@ class CycleGANConfig:
         if self.resolution >> self.disc_layers < 4:
             raise ValueError(f"{where}: resolution {self.resolution} is too small for {self.disc_layers} "
                              "discriminator layers (needs resolution / 2**disc_layers >= 4)")
-        if self.domain_a == self.domain_b:
-            raise ValueError(f"{where}: domain_a and domain_b must differ, both are {self.domain_a}")
-        object.__setattr__(self, "class_names", tuple(str(n) for n in self.class_names))
+        self.check_domains(where)
 
-    def domain_name(self, which: str) -> str:
-        i = self.domain_a if which == "a" else self.domain_b
-        return self.class_names[i] if i < len(self.class_names) else str(i)
 
 
 def _norm(ch: int) -> nn.GroupNorm:
@@ -131,7 +127,7 @@ class PatchDiscriminator(nn.Module):
 gaussian_init = normal_init_  # previous name of CycleGAN's init, kept importable (now also draws Linear layers)
 
 
-class CycleGAN(SavableModule):
+class CycleGAN(TwoDomainModel, SavableModule):
     """The two generators of a CycleGAN (kind ``cyclegan``).
 
     Example:
@@ -163,9 +159,6 @@ class CycleGAN(SavableModule):
         self.check_input(x)
         return (self.g_ab if to_domain == "b" else self.g_ba)(x)
 
-    def domain_of_class(self, c: int) -> str | None:
-        """'a' / 'b' for the class index of a domain, None for any other class."""
-        return "a" if c == self.config.domain_a else "b" if c == self.config.domain_b else None
 
     def forward(self, a: Tensor, b: Tensor, *, identity: bool = True) -> CycleOutputs:
         """One training pass over real batches a, b [B, C, H, W] (DDP-friendly: one call)."""
@@ -173,10 +166,6 @@ class CycleGAN(SavableModule):
         idt_a, idt_b = (self.g_ba(a), self.g_ab(b)) if identity else (None, None)
         return CycleOutputs(fake_b, fake_a, self.g_ba(fake_b), self.g_ab(fake_a), idt_a, idt_b)
 
-    def checkpoint_meta(self) -> dict[str, Any]:
-        cfg = self.config
-        return {"input": {"channels": cfg.channels, "resolution": cfg.resolution, "value_range": [-1.0, 1.0]},
-                "domains": {"a": cfg.domain_name("a"), "b": cfg.domain_name("b")}}
 
 
 # ----------------------------------------------------------------------------- losses

@@ -29,7 +29,7 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass
-from typing import Any, ClassVar
+from typing import ClassVar
 
 import torch
 import torch.nn.functional as F
@@ -37,12 +37,13 @@ from torch import Tensor, nn
 
 from medcf.generators.cyclegan import lsgan_loss
 from medcf.generators.layers import group_norm
+from medcf.generators.two_domain import TwoDomainConfig, TwoDomainModel
 from medcf.io import SavableModule
 from medcf.types import check_images
 
 
 @dataclass(frozen=True)
-class ICAMConfig:
+class ICAMConfig(TwoDomainConfig):
     resolution: int = 64                  # image side (height = width [= depth])
     channels: int = 1                     # 1 or 3
     dims: int = 2                         # 2: images, 3: volumes
@@ -72,17 +73,12 @@ class ICAMConfig:
         if self.resolution >> self.disc_layers < 2:
             raise ValueError(f"{where}: resolution {self.resolution} is too small for {self.disc_layers} "
                              "discriminator layers")
-        if self.domain_a == self.domain_b:
-            raise ValueError(f"{where}: domain_a and domain_b must differ, both are {self.domain_a}")
-        object.__setattr__(self, "class_names", tuple(str(n) for n in self.class_names))
+        self.check_domains(where)
 
     @property
     def content_channels(self) -> int:
         return self.width * 2 ** self.downsample
 
-    def domain_name(self, which: str) -> str:
-        i = self.domain_a if which == "a" else self.domain_b
-        return self.class_names[i] if i < len(self.class_names) else str(i)
 
 
 # ----------------------------------------------------------------------------- building blocks
@@ -252,7 +248,7 @@ class ICAMOutputs:
     mean_cross_a: Tensor
 
 
-class ICAM(SavableModule):
+class ICAM(TwoDomainModel, SavableModule):
     """ICAM's encoders, decoder and attribute classifier (kind ``icam``).
 
     Example:
@@ -295,8 +291,6 @@ class ICAM(SavableModule):
         """ICAM's own classifier: attribute [B, A] -> [B] logit of domain B."""
         return self.attr_classifier(attribute).squeeze(1)
 
-    def domain_of_class(self, c: int) -> str | None:
-        return "a" if c == self.config.domain_a else "b" if c == self.config.domain_b else None
 
     def forward(self, a: Tensor, b: Tensor, *, generator: torch.Generator | None = None) -> ICAMOutputs:
         """The training pass (one call, so DDP sees every parameter): encode, swap, re-encode, swap back."""
@@ -319,10 +313,6 @@ class ICAM(SavableModule):
         return ICAMOutputs(c_a, c_b, m_a, lv_a, m_b, lv_b, self_a, self_b, cross_b, cross_a, cycle_a, cycle_b,
                            m_cb, m_ca)
 
-    def checkpoint_meta(self) -> dict[str, Any]:
-        cfg = self.config
-        return {"input": {"channels": cfg.channels, "resolution": cfg.resolution, "value_range": [-1.0, 1.0]},
-                "domains": {"a": cfg.domain_name("a"), "b": cfg.domain_name("b")}}
 
 
 # ----------------------------------------------------------------------------- losses
