@@ -22,6 +22,7 @@ from _cli import run_cli
 from medcf.benchmark import COLUMNS, load_profile, run_benchmark
 from medcf.benchmark import runner as bench_runner
 from medcf.benchmark.cache import cached_stage, stage_record
+from medcf.benchmark.profile import builtin_profiles
 from medcf.benchmark.results import COUNTERFACTUAL_COLUMNS
 from medcf.benchmark.tasks import TASKS, check_task
 from medcf.data import open_dataset
@@ -294,3 +295,13 @@ def test_task_effusion_scores_the_recess(tmp_path, capsys):
     loc = json.loads((out / "rows" / "effusion" / "latent-shift" / "summary.json").read_text())["localization"]
     assert loc["region"] == "pleural fluid mask" and loc["n_scored"] >= 1
     assert (out / "cache").glob("cpr-scorer-*").__next__().is_dir()
+
+
+def test_cpu_profile_shares_the_full_profiles_data_judges_and_queries():
+    # The cpu profile's rows compare with the full profile's only if everything but the backbones
+    # is the same (and its judges are then the same cached stages).
+    full, cpu = load_profile("full"), load_profile("cpu")
+    assert "cpu" in builtin_profiles()
+    assert (cpu.data, cpu.judges, cpu.evaluate, cpu.seed) == (full.data, full.judges, full.evaluate, full.seed)
+    assert cpu.methods["latent-shift"] == full.methods["latent-shift"]
+    assert set(cpu.methods) < set(full.methods)

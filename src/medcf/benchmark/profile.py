@@ -101,7 +101,7 @@ def parse_profile(raw: dict, where: str) -> Profile:
 
 
 def load_profile(name_or_path: str | os.PathLike) -> Profile:
-    """A shipped profile by name (``quick``, ``full``, ``micro``) or a TOML file (``--config``).
+    """A shipped profile by name (``quick``, ``full``, ``cpu``, ``micro``) or a TOML file (``--config``).
 
     Example:
         >>> load_profile("micro").data["resolution"]

@@ -13,7 +13,7 @@ def register(app: typer.Typer) -> None:
     def benchmark_command(
         out: Path = typer.Option(..., "--out", help="Benchmark folder: results.csv, results.md, report.html, "
                                  "and the cached data and models (re-runs reuse them)."),
-        profile: str = typer.Option("quick", "--profile", help="Shipped profile: quick | full | micro."),
+        profile: str = typer.Option("quick", "--profile", help="Shipped profile: quick | full | cpu | micro."),
         config: Path = typer.Option(None, "--config", help="Your own profile TOML (instead of --profile)."),
         methods: str = typer.Option(None, "--methods", help="Comma-separated methods (default: every "
                                     "benchmarked method and baseline); their rows are recomputed and "
