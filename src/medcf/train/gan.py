@@ -45,8 +45,10 @@ from medcf.train.fid_snapshots import (
     real_subset,
 )
 from medcf.train.recipe_common import (  # open_train_split: used by vagan too
+    frozen,
     last_stats,
     open_train_split,
+    optimizer_step,
     save_grid,
 )
 
@@ -174,19 +176,14 @@ def train_gan(
         else:
             loss_D = F.softplus(-d_real).mean() + F.softplus(d_fake).mean()
             stats = {"loss_D": loss_D.item()}
-        opt_D.zero_grad(set_to_none=True)
-        tr.backward(loss_D)
-        opt_D.step()
+        optimizer_step(tr, "D", loss_D)
         # 2. generator step every n_critic critic steps
         if (tr.step + 1) % n_critic == 0:
-            Dn.requires_grad_(False)
-            z = torch.randn(b, z_dim, generator=gen, device=gen.device).to(real)
-            score = Dn(Gn(z))
-            loss_G = -score.mean() if loss == "wgan-gp" else F.softplus(-score).mean()
-            opt_G.zero_grad(set_to_none=True)
-            tr.backward(loss_G)
-            opt_G.step()
-            Dn.requires_grad_(True)
+            with frozen(Dn):
+                z = torch.randn(b, z_dim, generator=gen, device=gen.device).to(real)
+                score = Dn(Gn(z))
+                loss_G = -score.mean() if loss == "wgan-gp" else F.softplus(-score).mean()
+                optimizer_step(tr, "G", loss_G)
             last["loss_G"] = loss_G.item()
         return {**stats, **last}
 
