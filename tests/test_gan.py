@@ -85,6 +85,22 @@ def test_normal_init_draws_the_listed_layers_in_module_order():
     assert torch.equal(fc.weight, torch.randn(fc.weight.shape, generator=torch.Generator().manual_seed(3)) * 0.02)
 
 
+def test_write_step_grid_names_the_step_and_lays_out_rows(tmp_path):
+    from types import SimpleNamespace
+
+    import numpy as np
+    from PIL import Image
+
+    from medcf.train.recipe_common import write_step_grid
+
+    images = torch.stack([torch.full((1, 2, 2), v) for v in (-1.0, 0.0, 1.0, 0.5)])   # [4, 1, 2, 2]
+    out = write_step_grid(SimpleNamespace(step=12, run_dir=tmp_path), images, rows=2)
+    assert out == {"samples_png": "samples/0000012.png"}
+    png = np.asarray(Image.open(tmp_path / "samples" / "0000012.png"))
+    # 2 rows x 2 columns of 2x2 tiles; value v -> round((v + 1) * 127.5)
+    assert png.shape == (4, 4) and png[0, 0] == 0 and png[0, 2] == 128 and png[2, 0] == 255 and png[3, 3] == 191
+
+
 def test_gradient_penalty_linear_critic_is_norm_of_w_minus_one_squared():
     # D(x) = <w, x>: the gradient is w at every interpolate, so GP = (||w|| - 1)^2 exactly
     lin = nn.Sequential(nn.Flatten(), nn.Linear(4, 1, bias=False))

@@ -113,7 +113,8 @@ def train_diffusion(
         >>> train_diffusion("data/synth64", "runs/ddpm", steps=2000, widths=(32, 64, 64))  # doctest: +SKIP
     """
     from medcf.train.engine import Hook, TrainConfig, Trainer
-    from medcf.train.stylegan2 import _facts, _open_train_data, save_grid
+    from medcf.train.recipe_common import write_step_grid
+    from medcf.train.stylegan2 import _facts, _open_train_data
 
     if steps < 1 or batch_size < 1 or lr <= 0 or not 0.0 <= p_uncond < 1.0:
         raise MedcfError(f"steps, batch_size, lr must be positive and p_uncond in [0, 1), got "
@@ -175,9 +176,7 @@ def train_diffusion(
         labels = (torch.arange(rows * cols) // cols) % num_classes if cond else None
         gen = torch.Generator(device=tr.device).manual_seed(seed + 1000)
         images = net.sample(rows * cols, steps=sample_steps, labels=labels, generator=gen)
-        name = f"samples/{tr.step:07d}.png"
-        save_grid(images, rows, tr.run_dir / name)
-        return {"samples_png": name}
+        return write_step_grid(tr, images, rows)
 
     hooks = [Hook(every=sample_every or steps, fn=sample_grid)] if rows * cols > 0 else []
     snaps = None

@@ -132,14 +132,12 @@ def grid_hook(translate: Callable[[Any, Tensor, Tensor], Tensor], x_a: Tensor, x
               rows_per_domain: int) -> Callable:
     """A ``Hook`` fn writing RUN_DIR/samples/STEP.png: ``translate(trainer, x_a, x_b)`` returns
     the grid images [rows * cols, C, H, W] in row order; ``rows_per_domain`` rows per domain."""
-    from medcf.train.stylegan2 import save_grid
+    from medcf.train.recipe_common import write_step_grid
 
     def sample_grid(tr) -> dict[str, Any]:
         with torch.no_grad():
             images = translate(tr, x_a.to(tr.device), x_b.to(tr.device))
-        name = f"samples/{tr.step:07d}.png"
-        save_grid(images, 2 * rows_per_domain, Path(tr.run_dir) / name)
-        return {"samples_png": name}
+        return write_step_grid(tr, images, 2 * rows_per_domain)
 
     return sample_grid
 

@@ -49,7 +49,7 @@ from medcf.train.recipe_common import (  # open_train_split: used by vagan too
     last_stats,
     open_train_split,
     optimizer_step,
-    save_grid,
+    write_step_grid,
 )
 
 log = logging.getLogger(__name__)
@@ -96,10 +96,7 @@ def images_only(items: list[dict[str, Any]]) -> dict[str, Tensor]:
 def grid_hook(sample_fn, run_dir_name: str = "samples", n: int = 16, seed: int = 0):
     """A hook writing ``sample_fn(z_seed)`` ([n, C, R, R]) as RUN/samples/STEP.png."""
     def sample_grid(tr) -> dict[str, Any]:
-        images = sample_fn(tr, n, seed).cpu()
-        name = f"{run_dir_name}/{tr.step:07d}.png"
-        save_grid(images, max(1, int(n ** 0.5)), tr.run_dir / name)
-        return {"samples_png": name}
+        return write_step_grid(tr, sample_fn(tr, n, seed).cpu(), max(1, int(n ** 0.5)), run_dir_name)
 
     return sample_grid
 

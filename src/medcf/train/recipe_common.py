@@ -65,6 +65,14 @@ def save_grid(images: Tensor, rows: int, path: str | os.PathLike) -> Path:
     return atomic_write(path, lambda p: img.save(p, format="PNG"))
 
 
+def write_step_grid(trainer, images: Tensor, rows: int, folder: str = "samples") -> dict[str, str]:
+    """A sample-grid hook's output: images [N, C, H, W] -> RUN_DIR/FOLDER/STEP.png (7-digit step);
+    returns the stats entry ``{"samples_png": "FOLDER/STEP.png"}``."""
+    name = f"{folder}/{trainer.step:07d}.png"
+    save_grid(images, rows, Path(trainer.run_dir) / name)
+    return {"samples_png": name}
+
+
 def last_stats(run_dir: Path) -> dict[str, float]:
     """The last logged value of every numeric key in stats.jsonl."""
     out: dict[str, float] = {}
@@ -103,4 +111,5 @@ def optimizer_step(trainer, name: str, loss: Tensor) -> None:
     optimizer.step()
 
 
-__all__ = ["dataset_facts", "frozen", "last_stats", "open_train_split", "optimizer_step", "save_grid"]
+__all__ = ["dataset_facts", "frozen", "last_stats", "open_train_split", "optimizer_step", "save_grid",
+           "write_step_grid"]

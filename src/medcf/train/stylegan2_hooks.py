@@ -16,7 +16,7 @@ from torch import Tensor, nn
 from torch.utils.data import DataLoader, Dataset, Subset
 
 from medcf.generators.stylegan2 import Generator
-from medcf.train.recipe_common import save_grid
+from medcf.train.recipe_common import write_step_grid
 
 
 def collate_gan(items: list[dict[str, Any]]) -> dict[str, Tensor]:
@@ -56,9 +56,7 @@ def grid_hook(grid: tuple[int, int], c_dim: int, seed: int):
         labels = (torch.arange(rows * cols) // cols) % c_dim if c_dim else None
         z, c = fixed_inputs(G, rows * cols, c_dim, seed + 1000, labels)
         images = generate(G, z, c)                              # [rows*cols, C, R, R]
-        name = f"samples/{tr.step:07d}.png"
-        save_grid(images, rows, tr.run_dir / name)
-        return {"samples_png": name}
+        return write_step_grid(tr, images, rows)
 
     return sample_grid
 
