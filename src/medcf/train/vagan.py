@@ -41,6 +41,7 @@ from medcf.generators.dcgan import DCGANConfig, DCGANCritic
 from medcf.generators.vagan import VAGANConfig, VAGANMap
 from medcf.io import read_header
 from medcf.train.gan import gradient_penalty
+from medcf.train.recipe_common import frozen, optimizer_step
 
 log = logging.getLogger(__name__)
 
@@ -213,21 +214,16 @@ def train_vagan(
         d_y, d_real = Dn(y), Dn(real)
         gp = gradient_penalty(Dn, real, y, generator=tr.generator)
         loss_D = d_y.mean() - d_real.mean() + gp_weight * gp
-        opt_D.zero_grad(set_to_none=True)
-        tr.backward(loss_D)
-        opt_D.step()
+        optimizer_step(tr, "D", loss_D)
         stats = {"loss_D": loss_D.item(), "gp": gp.item(), "wdist": (d_real.mean() - d_y.mean()).item()}
         # 2. map step every n_critic critic steps
         if (tr.step + 1) % n_critic == 0:
-            Dn.requires_grad_(False)
-            m = Mn(x)
-            adv = -Dn((x + m).clamp(-1, 1)).mean()
-            l1 = m.abs().mean()
-            loss_M = adv + l1_weight * l1
-            opt_M.zero_grad(set_to_none=True)
-            tr.backward(loss_M)
-            opt_M.step()
-            Dn.requires_grad_(True)
+            with frozen(Dn):
+                m = Mn(x)
+                adv = -Dn((x + m).clamp(-1, 1)).mean()
+                l1 = m.abs().mean()
+                loss_M = adv + l1_weight * l1
+                optimizer_step(tr, "M", loss_M)
             last.update(loss_M=loss_M.item(), map_l1=l1.item())
         return {**stats, **last}
 
