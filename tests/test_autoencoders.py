@@ -94,6 +94,25 @@ def test_seeded_init_is_deterministic_and_leaves_global_rng_alone(kind):
     assert not torch.equal(a.encode(x), c.eval().encode(x))
 
 
+def test_uniform_init_draws_the_listed_layers_in_module_order():
+    from torch import nn
+
+    from medcf.generators.layers import uniform_init_
+
+    net = nn.Sequential(nn.Conv2d(2, 3, 3), nn.ConvTranspose2d(1, 1, 2), nn.Linear(4, 5), nn.Conv3d(1, 2, 2),
+                        nn.GroupNorm(1, 3))
+    tconv = net[1].weight.detach().clone()
+    uniform_init_(net, torch.Generator().manual_seed(9))
+    g = torch.Generator().manual_seed(9)
+    for i, fan_in in ((0, 2 * 3 * 3), (2, 4), (3, 1 * 2 * 2 * 2)):      # Conv2d, Linear, Conv3d in order
+        b = math.sqrt(3.0 / fan_in)
+        w = net[i].weight
+        assert torch.equal(w, torch.rand(w.shape, generator=g) * 2 * b - b) and w.abs().max() <= b
+        assert not net[i].bias.any()
+    assert torch.equal(net[1].weight, tconv)                            # not a listed layer: untouched
+    assert torch.equal(net[4].weight, torch.ones(3)) and not net[4].bias.any()
+
+
 def test_vae_encode_is_the_posterior_mean_and_sampling_follows_the_generator():
     vae = VAE(tiny()).eval()
     x = images(2)

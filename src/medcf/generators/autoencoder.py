@@ -31,7 +31,7 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from medcf.errors import CheckpointError, DataError, ShapeError
-from medcf.generators.layers import group_norm
+from medcf.generators.layers import group_norm, uniform_init_
 from medcf.io import SavableModule, read_header
 from medcf.types import check_images
 
@@ -180,16 +180,9 @@ class _ConvAutoencoder(SavableModule):
 
     @torch.no_grad()
     def reset_parameters(self, generator: torch.Generator) -> None:
-        """Uniform(+-1/sqrt(fan_in)) convs, zero biases, zero last conv of each residual branch."""
-        for m in self.modules():
-            if isinstance(m, nn.Conv2d):
-                fan_in = m.in_channels * m.kernel_size[0] * m.kernel_size[1]
-                bound = math.sqrt(3.0 / fan_in)
-                m.weight.copy_(torch.rand(m.weight.shape, generator=generator) * 2 * bound - bound)
-                m.bias.zero_()
-            elif isinstance(m, nn.GroupNorm):
-                m.weight.fill_(1.0)
-                m.bias.zero_()
+        """U(+-sqrt(3 / fan_in)) convs (``uniform_init_``), zero biases, unit GroupNorm, zero last
+        conv of each residual branch."""
+        uniform_init_(self, generator, layers=(nn.Conv2d,))
         for m in self.modules():
             if isinstance(m, ResBlock):
                 m.conv2.weight.zero_()

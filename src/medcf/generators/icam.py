@@ -36,7 +36,7 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from medcf.generators.cyclegan import lsgan_loss
-from medcf.generators.layers import group_norm
+from medcf.generators.layers import group_norm, uniform_init_
 from medcf.generators.two_domain import TwoDomainConfig, TwoDomainModel
 from medcf.io import SavableModule
 from medcf.types import check_images
@@ -210,19 +210,9 @@ class ContentDiscriminator(nn.Module):
         return self.out(_spatial_mean(self.net(content))).squeeze(1)
 
 
-@torch.no_grad()
 def _init(module: nn.Module, seed: int) -> None:
     """Uniform(+-sqrt(3 / fan_in)) weights from a seeded generator, zero biases, unit norms."""
-    g = torch.Generator().manual_seed(seed)
-    for m in module.modules():
-        if isinstance(m, (nn.Conv2d, nn.Conv3d, nn.Linear)):
-            bound = math.sqrt(3.0 / (m.weight[0].numel()))
-            m.weight.copy_(torch.rand(m.weight.shape, generator=g) * 2 * bound - bound)
-            if m.bias is not None:
-                m.bias.zero_()
-        elif isinstance(m, nn.GroupNorm):
-            m.weight.fill_(1.0)
-            m.bias.zero_()
+    uniform_init_(module, torch.Generator().manual_seed(seed))
 
 
 # ----------------------------------------------------------------------------- the model
