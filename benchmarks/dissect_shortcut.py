@@ -1,7 +1,8 @@
 """DISSECT on the shortcut task: does one concept carry the spurious marker and another the heart?
 
-Reuses the shortcut study's models (``medcf.benchmark.shortcut``: the shortcut classifier
-trained where a token sits on 95 % of positives, the foreign-object detector with a
+Reuses the shortcut study's models (``medcf.benchmark.shortcut``, default ``ShortcutPlan``:
+the shortcut classifier trained where a token sits on every positive and the heart cue is
+subtle, so it learned the token only; the foreign-object detector with a
 ``spurious`` output, the CTR regressor; trained first if ``--study`` does not hold them),
 trains a DISSECT generator with K concepts FOR the shortcut classifier on the shortcut
 data, explains the study's held-out queries toward the opposite class and prints the
