@@ -103,6 +103,14 @@ def test_default_plan_data_two_equally_predictive_cues():
     assert not any(bool(SyntheticDataset(cfg["clean"], n=50, seed=3)[i]["spurious"]) for i in range(50))
 
 
+@pytest.mark.parametrize("bad", [{"ctr_range": (0.52, 0.58)}, {"progressive": (16, 0, 16)},
+                                 {"spurious_rate": 0.5}])
+def test_bad_plan_is_a_one_line_error(bad):
+    with pytest.raises(MedcfError) as e:
+        ShortcutPlan(**bad)
+    assert "\n" not in str(e.value) and ("ctr_range" in str(e.value) or "ShortcutPlan." in str(e.value))
+
+
 def test_detector_data_gets_the_token_as_a_fourth_object():
     base = SyntheticDataset(SynthConfig(resolution=32, spurious_rate=0.5, spurious_negative_rate=0.5), n=12)
     ds = _WithTokenFlag(base)

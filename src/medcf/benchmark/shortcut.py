@@ -101,6 +101,11 @@ class ShortcutPlan:
         for name in ("n_train", "n_test", "n_queries"):
             if getattr(self, name) < 1:
                 raise MedcfError(f"ShortcutPlan.{name}: must be positive, got {getattr(self, name)}")
+        if self.progressive is not None and not (
+                len(self.progressive) == 3 and all(isinstance(v, int) and v > 0 for v in self.progressive)):
+            raise MedcfError(f"ShortcutPlan.progressive: (width, steps, batch) of positive integers or None, "
+                             f"got {self.progressive}")
+        _configs(self)  # a CTR range the synthetic generator refuses is a one-line DataError (a MedcfError)
 
 
 @dataclass(frozen=True)
