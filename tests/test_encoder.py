@@ -66,6 +66,25 @@ def test_seeded_construction_is_deterministic():
     assert not torch.equal(sa["stem.weight"], sc["stem.weight"])
 
 
+def test_he_normal_init_draws_the_listed_layers_in_module_order():
+    import math
+
+    from torch import nn
+
+    from medcf.generators.layers import he_normal_init_
+
+    net = nn.Sequential(nn.Conv2d(2, 3, 3, bias=False), nn.Conv3d(1, 1, 1), nn.Linear(4, 5), nn.GroupNorm(1, 3))
+    conv3d = net[1].weight.detach().clone()
+    he_normal_init_(net, torch.Generator().manual_seed(2))
+    g = torch.Generator().manual_seed(2)
+    for i, fan_in in ((0, 2 * 3 * 3), (2, 4)):                          # Conv2d, Linear in order
+        w = net[i].weight
+        assert torch.equal(w, torch.randn(w.shape, generator=g) * math.sqrt(2.0 / fan_in))
+    assert net[0].bias is None and not net[2].bias.any()
+    assert torch.equal(net[1].weight, conv3d)                           # not a listed layer: untouched
+    assert torch.equal(net[3].weight, torch.ones(3)) and not net[3].bias.any()
+
+
 def test_save_load_round_trip_and_generator_identity(tmp_path):
     G = tiny_generator()
     enc = small_encoder(G).eval()

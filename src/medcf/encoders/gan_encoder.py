@@ -17,7 +17,6 @@ Example:
 
 from __future__ import annotations
 
-import math
 import os
 from dataclasses import dataclass
 from typing import ClassVar
@@ -30,7 +29,7 @@ from medcf.encoders.bound import GeneratorBoundEncoder
 from medcf.errors import CheckpointError
 from medcf.generators.dcgan import DCGANConfig, DCGANGenerator  # noqa: F401  (docstring example)
 from medcf.generators.fingerprint import generator_fingerprint
-from medcf.generators.layers import group_norm
+from medcf.generators.layers import group_norm, he_normal_init_
 from medcf.types import check_images
 
 
@@ -73,12 +72,8 @@ class GANEncoder(GeneratorBoundEncoder):
                 c, res = cout, res // 2
             self.body = nn.Sequential(*layers)
             self.fc = nn.Linear(c * 16, config.z_dim)
+        he_normal_init_(self, init)
         with torch.no_grad():
-            for m in self.modules():
-                if isinstance(m, (nn.Conv2d, nn.Linear)):
-                    fan_in = m.weight[0].numel()
-                    m.weight.copy_(torch.randn(m.weight.shape, generator=init) * math.sqrt(2.0 / fan_in))
-                    m.bias.zero_()
             self.fc.weight.mul_(0.1)
 
     @classmethod

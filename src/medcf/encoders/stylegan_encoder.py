@@ -34,6 +34,7 @@ from torch import Tensor, nn
 from medcf.encoders.bound import GeneratorBoundEncoder
 from medcf.errors import CheckpointError, MedcfError
 from medcf.generators.fingerprint import generator_fingerprint
+from medcf.generators.layers import he_normal_init_
 from medcf.generators.stylegan2.loading import latent_shape
 from medcf.types import check_images
 
@@ -108,13 +109,7 @@ class StyleGANEncoder(GeneratorBoundEncoder):
         self._init_weights(init)
 
     def _init_weights(self, init: torch.Generator) -> None:
-        for m in self.modules():
-            if isinstance(m, (nn.Conv2d, nn.Linear)):
-                fan_in = m.weight[0].numel()
-                with torch.no_grad():
-                    m.weight.copy_(torch.randn(m.weight.shape, generator=init) * math.sqrt(2.0 / fan_in))
-                    if m.bias is not None:
-                        m.bias.zero_()
+        he_normal_init_(self, init)
         with torch.no_grad():  # start at w_avg: a small final layer
             self.fc2.weight.mul_(0.1)
 

@@ -4,8 +4,8 @@ the autoencoders).
 GroupNorm rather than BatchNorm throughout: a sample's output never depends on the
 other samples of its batch, so models behave the same in train and eval mode and an
 explainer can differentiate through one image at a time. ``normal_init_`` (N(0, 0.02):
-DCGAN, CycleGAN) and ``uniform_init_`` (U(+-sqrt(3 / fan_in)): the autoencoders, ICAM) are
-the seeded initialisations.
+DCGAN, CycleGAN), ``he_normal_init_`` (N(0, 2 / fan_in): VA-GAN, the encoders) and
+``uniform_init_`` (U(+-sqrt(3 / fan_in)): the autoencoders, ICAM) are the seeded initialisations.
 
 Example:
     >>> group_norm(12).num_groups, group_norm(7).num_groups
@@ -24,6 +24,7 @@ from torch import Tensor, nn
 
 NORMAL_INIT_LAYERS = (nn.Conv2d, nn.ConvTranspose2d, nn.Linear)
 UNIFORM_INIT_LAYERS = (nn.Conv2d, nn.Conv3d, nn.Linear)
+HE_INIT_LAYERS = (nn.Conv2d, nn.Linear)
 
 
 def group_norm(channels: int) -> nn.GroupNorm:
@@ -52,6 +53,13 @@ def normal_init_(module: nn.Module, generator: torch.Generator, std: float = 0.0
     _init_(module, layers, lambda w: torch.randn(w.shape, generator=generator) * std)
 
 
+def he_normal_init_(module: nn.Module, generator: torch.Generator, *,
+                    layers: tuple[type[nn.Module], ...] = HE_INIT_LAYERS) -> None:
+    """In place: weights of ``layers`` ~ N(0, 2 / fan_in) (He) drawn from ``generator`` in module
+    order, their biases 0; GroupNorm scale 1, shift 0 (VA-GAN's map, the GAN and StyleGAN2 encoders)."""
+    _init_(module, layers, lambda w: torch.randn(w.shape, generator=generator) * math.sqrt(2.0 / w[0].numel()))
+
+
 def uniform_init_(module: nn.Module, generator: torch.Generator, *,
                   layers: tuple[type[nn.Module], ...] = UNIFORM_INIT_LAYERS) -> None:
     """In place: weights of ``layers`` ~ U(-b, b), b = sqrt(3 / fan_in) (variance 1 / fan_in), drawn
@@ -63,4 +71,5 @@ def uniform_init_(module: nn.Module, generator: torch.Generator, *,
     _init_(module, layers, draw)
 
 
-__all__ = ["NORMAL_INIT_LAYERS", "UNIFORM_INIT_LAYERS", "group_norm", "normal_init_", "uniform_init_"]
+__all__ = ["HE_INIT_LAYERS", "NORMAL_INIT_LAYERS", "UNIFORM_INIT_LAYERS", "group_norm", "he_normal_init_",
+           "normal_init_", "uniform_init_"]

@@ -20,7 +20,6 @@ Example:
 
 from __future__ import annotations
 
-import math
 import os
 from dataclasses import dataclass
 from typing import ClassVar
@@ -29,7 +28,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from medcf.generators.layers import group_norm
+from medcf.generators.layers import group_norm, he_normal_init_
 from medcf.io import SavableModule, load_of_kind
 from medcf.types import check_images
 
@@ -77,13 +76,8 @@ class VAGANMap(SavableModule):
             self.enc = nn.ModuleList(_block(w[i], w[i + 1]) for i in range(config.depth))
             self.dec = nn.ModuleList(_block(w[i + 1] + w[i], w[i]) for i in reversed(range(config.depth)))
             self.out = nn.Conv2d(w[0], config.channels, 3, 1, 1)
-        g = torch.Generator().manual_seed(seed)
+        he_normal_init_(self, torch.Generator().manual_seed(seed), layers=(nn.Conv2d,))
         with torch.no_grad():
-            for m in self.modules():
-                if isinstance(m, nn.Conv2d):
-                    fan_in = m.weight[0].numel()
-                    m.weight.copy_(torch.randn(m.weight.shape, generator=g) * math.sqrt(2.0 / fan_in))
-                    m.bias.zero_()
             self.out.weight.zero_()                       # M(x) = 0 at the start: y = x
 
     def forward(self, x: Tensor) -> Tensor:  # [B, C, R, R] -> [B, C, R, R]
