@@ -18,6 +18,7 @@ changes the CTR in >= 80 %.
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import json
 import sys
 import time
@@ -57,9 +58,16 @@ def main(argv=None) -> int:
     from medcf.generators.progressive import load_progressive
     from medcf.train.progressive import train_progressive
 
-    plan = ShortcutPlan(n_queries=args.queries)
+    study_plan = ShortcutPlan()
+    if (args.study / "plan.json").is_file():  # the study's own data settings, not today's defaults
+        stored = json.loads((args.study / "plan.json").read_text())
+        stored = {"ctr_range": [0.36, 0.66], "ctr_gap": 0.02} | stored  # older plans: the generator's defaults
+        known = {f.name for f in dataclasses.fields(ShortcutPlan)}
+        study_plan = ShortcutPlan(**{k: tuple(tuple(x) if isinstance(x, list) else x for x in v)
+                                     if isinstance(v, list) else v for k, v in stored.items() if k in known})
     if not (args.study / "shortcut.json").is_file():
-        run_shortcut_study(args.study, plan)
+        run_shortcut_study(args.study, study_plan)
+    plan = dataclasses.replace(study_plan, n_queries=args.queries)
     cfg = _configs(plan)
     t0 = time.perf_counter()
     done = (args.out / "model" / "config.json").is_file()
@@ -85,7 +93,7 @@ def main(argv=None) -> int:
     K = args.concepts
     marker = [sum(r["marker"][k] * r["n"] for r in rows) / n for k in range(K)]
     heart = [sum(r["heart"][k] * r["n"] for r in rows) / n for k in range(K)]
-    result = {"concepts": K, "n_queries": n, "validity": valid / n, "marker": marker, "heart": heart,
+    result = {"study_plan": dataclasses.asdict(plan), "concepts": K, "n_queries": n, "validity": valid / n, "marker": marker, "heart": heart,
               "train_s": train_s, "steps": args.steps, "width": args.width, "dis_weight": args.dis_weight,
               "machine": machine()}
     (args.out / "purity.json").write_text(json.dumps(result, indent=2) + "\n")
