@@ -5,7 +5,6 @@ the report in a real browser (skipped without Chromium)."""
 from __future__ import annotations
 
 import csv
-import importlib.util
 import json
 import shutil
 import subprocess
@@ -167,9 +166,7 @@ def test_a_profile_runs_the_methods_it_has_tables_for():
 def test_tasks_list_and_unavailable_task():
     assert TASKS == ("cardiomegaly", "opacity", "effusion", "shortcut")
     assert check_task("opacity") == "opacity"
-    if importlib.util.find_spec("medcf.benchmark.shortcut") is None:
-        with pytest.raises(MedcfError, match="--task shortcut: not available"):
-            check_task("shortcut")
+    assert check_task("shortcut") == "shortcut"
 
 
 def test_cached_stage_skips_finished_and_restarts_partial(tmp_path):
@@ -260,13 +257,11 @@ def test_data_of_another_task_is_refused_before_training(micro, tmp_path, capsys
 
 
 def test_task_shortcut_runs_the_study_from_a_user_profile(tmp_path, capsys):
-    if importlib.util.find_spec("medcf.benchmark.shortcut") is None:
-        pytest.skip("the shortcut study is not in this version")
     text = (ROOT / "src/medcf/benchmark/profiles/micro.toml").read_text().replace('name = "micro"',
                                                                                  'name = "mine"')
     text += ("\n[shortcut]\nn_train = 32\nn_test = 16\nn_queries = 4\nmax_steps = 2\n"
              "classifier = [[4, 8], 2, 8]\nctr_regressor = [[4, 8], 2, 8]\nfo_detector = [[4, 8], 2, 8]\n"
-             "vae = [[8], 2, 8]\n")
+             "vae = [[8], 2, 8]\nprogressive = [8, 2, 4]\n")
     config = tmp_path / "mine.toml"
     config.write_text(text)
     out = tmp_path / "b"
@@ -275,6 +270,8 @@ def test_task_shortcut_runs_the_study_from_a_user_profile(tmp_path, capsys):
     assert code == 0, err
     study = json.loads((out / "shortcut" / "shortcut.json").read_text())
     assert study["plan"]["classifier"] == [[4, 8], 2, 8] and study["explainer"]["queries"]["n"] == 4
+    # the profile's progressive table adds the second explainer, judged for both classifiers
+    assert set(study["progressive"]) >= {"shortcut", "clean"}
     assert "shortcut study" in (out / "results.md").read_text()
     header, rows = read_csv(out / "results.csv")
     assert tuple(header) == COLUMNS and rows == []  # the study has its own table
