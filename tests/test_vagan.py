@@ -181,6 +181,14 @@ def test_cli_one_class_data_is_refused(runs, tmp_path, capsys):
     assert code == 2 and "two classes" in err and len(err.strip().splitlines()) == 1, err
 
 
+def test_cli_missing_oracle_names_the_oracle_flag(runs, tmp_path, capsys):
+    code, _, err = run_cli(capsys, "train", "vagan", "--data", runs / "data", "--out", tmp_path / "run",
+                           "--source", "opacity", "--target", "clear", "--resolution", "16", "--steps", "1",
+                           "--oracle", tmp_path / "no-such-oracle", "--no-progress")
+    assert code == 2 and len(err.strip().splitlines()) == 1, err
+    assert "--oracle not found" in err and "--fid-oracle" not in err
+
+
 def test_cli_train_then_explain(runs, tmp_path, capsys):
     code, out, err = run_cli(capsys, "train", "vagan", "--data", runs / "data", "--out", tmp_path / "run",
                              "--source", "opacity", "--target", "clear", "--resolution", "16", "--steps", "1",

@@ -45,10 +45,11 @@ def check_fid_settings(fid_every: int, fid_n: int) -> None:
         raise MedcfError(f"--fid-n: expected an integer >= 2 (images per FID snapshot), got {fid_n!r}")
 
 
-def load_fid_oracle(path: str | os.PathLike, channels: int, resolution: int) -> nn.Module:
+def load_fid_oracle(path: str | os.PathLike, channels: int, resolution: int,
+                    flag: str = "--fid-oracle") -> nn.Module:
     """A medcf classifier run (any kind with ``features``) whose features give domain FID,
-    checked on the data's image shape; a one-line ``MedcfError`` naming ``--fid-oracle``
-    otherwise.
+    checked on the data's image shape; a one-line ``MedcfError`` naming ``flag`` (the
+    command-line option that gave the path) otherwise.
 
     Example:
         >>> oracle = load_fid_oracle("runs/oracle", channels=1, resolution=64)   # doctest: +SKIP
@@ -56,18 +57,18 @@ def load_fid_oracle(path: str | os.PathLike, channels: int, resolution: int) -> 
     from medcf.classifiers import load_classifier
 
     if not Path(path).exists():
-        raise MedcfError(f"{path}: --fid-oracle not found (a classifier run, e.g. medcf train oracle)")
+        raise MedcfError(f"{path}: {flag} not found (a classifier run, e.g. medcf train oracle)")
     try:
         model = load_classifier(path)
     except MedcfError as e:
-        raise MedcfError(f"--fid-oracle {e}") from None
+        raise MedcfError(f"{flag} {e}") from None
     if not callable(getattr(model, "features", None)):
-        raise MedcfError(f"{path}: --fid-oracle has no features() to compute FID on")
+        raise MedcfError(f"{path}: {flag} has no features() to compute FID on")
     try:
         model.features(torch.zeros(2, channels, resolution, resolution))
     except (MedcfError, RuntimeError) as e:
         first = str(e).splitlines()[0] if str(e) else type(e).__name__
-        raise MedcfError(f"{path}: --fid-oracle does not accept the training images ({first})") from None
+        raise MedcfError(f"{path}: {flag} does not accept the training images ({first})") from None
     return model
 
 

@@ -201,7 +201,7 @@ def train_vagan(
     if oracle is not None:
         from medcf.train.gan import load_fid_oracle
 
-        oracle_net = load_fid_oracle(oracle, channels, res).eval()
+        oracle_net = load_fid_oracle(oracle, channels, res, flag="--oracle").eval()
     selection = Selection()
     last: dict[str, float] = {}
 
