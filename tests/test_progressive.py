@@ -55,6 +55,46 @@ class ShiftGenerator(nn.Module):
         return x + self.delta(x, c, k)
 
 
+class DarkerReconstruction(ShiftGenerator):
+    """ShiftGenerator whose every output is 0.3 darker: G(x, c_0) is below x, the bins then rise."""
+
+    def forward(self, x, c, k=None):
+        return x + self.delta(x, c, k) - 0.3
+
+
+def test_monotone_is_measured_along_the_generated_sequence():
+    x = torch.full((2, 1, RES, RES), -0.5)  # logit -5: bin 0; G(x, 0) has logit -5 + 0.5 - 3 = -7.5
+    cf = Progressive(generator=DarkerReconstruction(), classifier=MeanClassifier()).explain(x, target=1)
+    assert cf.info["monotone"] == [True, True]                  # logits -7.5, -6.5, ..., 1.5 rise
+    assert cf.info["monotone_from_query"] == [False, False]     # x (-5) -> G(x, 0) (-7.5) falls
+
+
+def test_evaluation_summary_reports_the_monotone_fraction():
+    from medcf.explain_runner import evaluate_explainer
+
+    class Queries(torch.utils.data.Dataset):  # logits -5 (class 0, explained toward 1) and +5 (toward 0)
+        def __len__(self):
+            return 4
+
+        def __getitem__(self, i):
+            return {"image": torch.full((1, RES, RES), -0.5 if i % 2 == 0 else 0.5), "label": i % 2}
+
+    ex = Progressive(generator=ShiftGenerator(), classifier=MeanClassifier())
+    summary, _, _ = evaluate_explainer(ex, Queries(), fid=None, progress=False, batch_size=4)
+    # toward 1 (from bin 0) the bins brighten: rising; toward 0 (from bin 9) each bin darkens
+    # toward x + 0.05: class-0 probability rises too, although G(x, 9) is brighter than x
+    assert summary["path_monotone"] == 1.0
+
+    class EverySecond(Progressive):  # in every batch of 2: the first query non-monotone
+        def explain(self, x, target=None):
+            cf = super().explain(x, target)
+            cf.info["monotone"] = [i % 2 == 1 for i in range(len(cf))]
+            return cf
+
+    ex = EverySecond(generator=ShiftGenerator(), classifier=MeanClassifier())
+    assert evaluate_explainer(ex, Queries(), fid=None, progress=False, batch_size=2)[0]["path_monotone"] == 0.5
+
+
 def test_bins_and_centres():
     assert posterior_bin(torch.tensor([0.0, 0.05, 0.1, 0.999, 1.0]), 10).tolist() == [0, 0, 1, 9, 9]
     assert torch.allclose(bin_center(torch.tensor([0, 9]), 10), torch.tensor([0.05, 0.95]))

@@ -8,7 +8,10 @@ posterior bins ``c`` from the bin of ``f(x)`` to the far end of the target class
    early repeats its last frame, so every path has ``bins + 1`` frames;
 3. the counterfactual is the first frame reaching ``take_at`` (or ``threshold``), the
    best frame otherwise (``Explainer.from_path``); ``info["monotone"]`` says per query
-   whether the target probability never falls along the path (Singla et al.'s smoothness).
+   whether the target probability never falls along the generated sequence G(x, c) over the
+   bins (Singla et al.'s smoothness; the issue's definition), ``info["monotone_from_query"]``
+   the same with the query itself as the first frame (its step to G(x, c_0) is the
+   generator's reconstruction error, not the exaggeration).
 
 The generator records the fingerprint of the classifier it was trained for; explaining
 another classifier raises ``CheckpointError`` unless ``force=True``.
@@ -102,7 +105,9 @@ class Progressive(Explainer):
             t, _ = self.targets(x, target)
             path, s = self._path(x, t, self.config.concept)
         cf = self.from_path(x, t, path, s, info={"concept": self.config.concept}, start_time=start)
-        cf.info["monotone"] = monotone_fraction(torch.sigmoid(s)).tolist()
+        p = torch.sigmoid(s)                                          # [bins + 1, B]: frame 0 is x
+        cf.info["monotone"] = monotone_fraction(p[1:]).tolist()       # along G(x, c) over the bins
+        cf.info["monotone_from_query"] = monotone_fraction(p).tolist()
         return cf
 
 

@@ -73,7 +73,10 @@ def evaluate_explainer(
 
     Returns ``(summary, rows, examples)``: the metric summary, one row per query and the
     first ``n_examples`` queries as single-query counterfactuals (for figures). Batches
-    stream: memory stays flat however many queries are scored.
+    stream: memory stays flat however many queries are scored. Explainers that report a
+    per-query ``info["monotone"]`` (progressive exaggeration, DISSECT) add
+    ``summary["path_monotone"]``: the fraction of queries whose classifier probability never
+    falls along the explainer's sequence.
 
     Example:
         >>> summary, rows, ex = evaluate_explainer(ls, open_dataset("data", split="test"),
@@ -109,11 +112,18 @@ def evaluate_explainer(
 
     pending: deque = deque()
     examples: list[Counterfactual] = []
+    monotone: list[bool] = []                  # per query, when every batch reports info["monotone"]
+    has_monotone = [True]
 
     def cf_stream():
         for cf, batch in explain_dataset(explainer, dataset, target, batch_size, limit=limit,
                                          progress=progress):
             pending.append(batch)
+            flags = cf.info.get("monotone") if isinstance(cf.info, dict) else None
+            if isinstance(flags, list) and len(flags) == len(cf):
+                monotone.extend(bool(f) for f in flags)
+            else:
+                has_monotone[0] = False
             for i in range(len(cf)):
                 if len(examples) < n_examples:
                     examples.append(cf.select(i))
@@ -133,6 +143,8 @@ def evaluate_explainer(
         fo_detector=fo_detector, ctr_regressor=ctr_regressor, cpr_scorer=cpr_scorer, fid_extractor=fid_extractor,
         real_target_images=real, gt=_GT(), lpips=lpips, task=dataset_task(dataset),
         inception_weights=inception_weights)
+    if has_monotone[0] and monotone:
+        summary["path_monotone"] = sum(monotone) / len(monotone)
     return summary, rows, examples
 
 
