@@ -35,7 +35,8 @@ def main(argv=None) -> int:
     ap.add_argument("--steps", type=int, default=3000)
     ap.add_argument("--batch-size", type=int, default=16)
     ap.add_argument("--width", type=int, default=32)
-    ap.add_argument("--dis-weight", type=float, default=1.0, help="weight of the disentangler term")
+    ap.add_argument("--dis-weight", type=float, default=None,
+                    help="weight of the disentangler term (default: the recipe's, DIS_WEIGHT)")
     ap.add_argument("--queries", type=int, default=64)
     ap.add_argument("--threads", type=int, default=None)
     args = ap.parse_args(argv)
@@ -56,7 +57,7 @@ def main(argv=None) -> int:
     from medcf.data.synthetic import SyntheticDataset
     from medcf.eval.purity import concept_purity
     from medcf.generators.progressive import load_progressive
-    from medcf.train.progressive import train_progressive
+    from medcf.train.progressive import DIS_WEIGHT, train_progressive
 
     study_plan = ShortcutPlan()
     if (args.study / "plan.json").is_file():  # the study's own data settings, not today's defaults
@@ -68,6 +69,8 @@ def main(argv=None) -> int:
     if not (args.study / "shortcut.json").is_file():
         run_shortcut_study(args.study, study_plan)
     plan = dataclasses.replace(study_plan, n_queries=args.queries)
+    if args.dis_weight is None:
+        args.dis_weight = DIS_WEIGHT
     cfg = _configs(plan)
     t0 = time.perf_counter()
     done = (args.out / "model" / "config.json").is_file()

@@ -33,6 +33,8 @@ def register(app: typer.Typer) -> None:
             rec_weight: float = typer.Option(10.0, "--rec-weight", help="Reconstruction + cycle weight."),
             fo_weight: float = typer.Option(100.0, "--fo-weight",
                                             help="Foreign-object preservation weight (uses the data's object masks; 0 = off)."),
+            dis_weight: float | None = typer.Option(
+                None, "--dis-weight", help="DISSECT: weight of the disentangler term [default: the recipe's, 30]."),
             seed: int = typer.Option(0, "--seed", help="Initial weights and data order."),
             resolution: int | None = typer.Option(None, "--resolution", help="Resize images to this size."),
             resume: bool = typer.Option(False, "--resume", help="Continue the run in --out exactly."),
@@ -53,7 +55,8 @@ def register(app: typer.Typer) -> None:
             res = train_progressive(source, out, classifier=classifier, bins=bins, concepts=concepts, steps=steps,
                                     batch_size=batch_size, lr=lr, width=width, cls_weight=cls_weight, rec_weight=rec_weight,
                                     fo_weight=fo_weight, seed=seed, resolution=resolution, resume=resume,
-                                    progress=progress, checkpoint_every=checkpoint_every)
+                                    progress=progress, checkpoint_every=checkpoint_every,
+                                    **({} if dis_weight is None else {"dis_weight": dis_weight}))
             typer.echo(f"{name}: {res.model_dir} (for classifier {res.classifier_hash}; {res.wall_s:.0f} s)")
 
         what = ("a concept-disentangled generator (DISSECT, Ghandeharioun et al.)" if name == "dissect"

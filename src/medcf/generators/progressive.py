@@ -221,7 +221,13 @@ class ProjectionDiscriminator(nn.Module):
 
 
 class Disentangler(nn.Module):
-    """DISSECT's R: (x, x') -> [B, K] logits of which concept produced the change."""
+    """DISSECT's R: (x, x') -> [B, K] logits of which concept produced the change.
+
+    R reads x and the change ``x' - x`` scaled to unit RMS per image: which concept acted
+    is a question about the pattern of the change, not its size. (Fed the raw pair, R must
+    first learn to subtract two nearly equal images; its gradient on G is then a few % of
+    the classifier term's and the K concepts never separate: docs/progressive.md.)
+    """
 
     def __init__(self, channels: int, resolution: int, concepts: int, width: int = 32):
         super().__init__()
@@ -229,7 +235,9 @@ class Disentangler(nn.Module):
         self.head = nn.Linear(self.phi.features, concepts)
 
     def forward(self, x: Tensor, x_changed: Tensor) -> Tensor:
-        return self.head(self.phi(torch.cat([x, x_changed], dim=1)))
+        d = x_changed - x                                               # [B, C, H, W] the change
+        rms = d.flatten(1).pow(2).mean(1).add(1e-6).sqrt()              # [B]; >= 1e-3 (no change: d stays 0)
+        return self.head(self.phi(torch.cat([x, d / rms[:, None, None, None]], dim=1)))
 
 
 def load_progressive(path, *, device: str | torch.device = "cpu") -> ProgressiveGenerator:

@@ -2,7 +2,7 @@
 et al.) on the shared engine: a generator trained FOR one classifier.
 
 Per step, with the explained classifier ``f`` frozen (probability of class 1, ``p``),
-``b_x`` the bin of ``f(x)``, a random target bin ``c`` and (DISSECT) a random concept ``k``:
+``b_x`` the bin of ``f(x)``, a random target bin ``c`` and (DISSECT) each concept ``k``:
 
 1. ``x_c = G(x, c, k)``;
 2. discriminator (hinge loss, projection on the bin): real ``(x, b_x)`` vs fake ``(x_c, c)``;
@@ -11,13 +11,25 @@ Per step, with the explained classifier ``f`` frozen (probability of class 1, ``
    + ``rec_weight`` x (L1(G(x, b_x, k), x) + L1(G(x_c, b_x, k), x))  (reconstruction + cycle)
    + ``fo_weight`` x L1 between x_c and x inside the foreign-object masks of the batch
      (``fo_masks`` of the synthetic benchmark; the MedIA version's object-preservation term)
-   + DISSECT only: ``dis_weight`` x CE(R(x, x_c), k), the disentangler R trained jointly
-     to tell which concept produced the change.
+   + DISSECT only: ``dis_weight`` x CE(R(x, x_c), k), the disentangler R (Adam at ``dis_lr``)
+     trained jointly to tell which concept produced the change.
+
+DISSECT batches: ``ceil(batch_size / K)`` images, each rendered under every concept with
+the same target bin (so R compares the K concepts' edits of one image toward one posterior,
+and every batch holds every concept); pairs whose target bin is the image's own bin
+(``c == b_x``: G must return x, so nothing tells the concepts apart) are left out of R's
+loss, as Ghandeharioun et al. label them "no concept".
 
 Weights: Singla et al. use consistency 1 and reconstruction 100 over long trainings; at
 medcf's CPU budgets (hundreds to a few thousand steps) that generator stays the identity
 (measured: consistency BCE 3.3 after 300 steps, unchanged), so the defaults are 20 and 10
 (BCE 0.67 after 300 steps, near the bins' entropy floor of 0.47; docs/progressive.md).
+DISSECT's R: Ghandeharioun et al. weight it 10x the consistency term. medcf's earlier recipe
+(weight 1, R fed the raw pair, random concepts, R at G's learning rate) left R's gradient
+on G at ~2 % of the consistency term's and R's loss at chance (ln K) in every real run (and,
+on the test's toy, with weight 30 too); with R reading the normalised change (``Disentangler``), the paired
+batches and ``dis_lr`` 1e-3, weight 30 (1.5x consistency) gets R to ~99 % accuracy
+(docs/progressive.md, tests/test_dissect.py).
 
 The classifier's fingerprint (``classifier_hash``) is stored in the model's meta; the
 explainer refuses another classifier unless forced.
@@ -62,6 +74,27 @@ class TrainedProgressive:
     stats: dict[str, Any] = field(default_factory=dict)
 
 
+DIS_WEIGHT = 30.0  # DISSECT's disentangler weight; with cls_weight 20 (module doc, docs/progressive.md)
+
+
+def concept_batch(x: torch.Tensor, masks, concepts: int):
+    """DISSECT's batch: the first ``ceil(B / K)`` images of ``x`` [B, C, H, W], each repeated under
+    every concept (concept-major), cut to B; returns (x [B, C, H, W], masks or None, concepts [B]).
+
+    Example:
+        >>> xs, _, k = concept_batch(torch.zeros(5, 1, 8, 8), None, 2)
+        >>> k.tolist()
+        [0, 0, 0, 1, 1]
+    """
+    b = x.shape[0]
+    h = -(-b // concepts)
+    k = torch.arange(concepts, device=x.device).repeat_interleave(h)[:b]
+    x = x[:h].repeat(concepts, 1, 1, 1)[:b]
+    if isinstance(masks, torch.Tensor) and masks.ndim == 4:
+        masks = masks[:h].repeat(concepts, 1, 1, 1)[:b]
+    return x, masks, k
+
+
 def classifier_fingerprint(classifier: nn.Module) -> str:
     """16 hex digits identifying a classifier by its config and weights."""
     from medcf.generators.fingerprint import generator_fingerprint
@@ -97,7 +130,8 @@ def train_progressive(
     cls_weight: float = 20.0,               # classifier consistency (Singla et al.: 1; see the module doc)
     rec_weight: float = 10.0,               # reconstruction and cycle (Singla et al.: 100)
     fo_weight: float = 100.0,               # foreign-object preservation (0 = off)
-    dis_weight: float = 1.0,                # DISSECT disentangler term
+    dis_weight: float = DIS_WEIGHT,         # DISSECT disentangler term (see the module doc)
+    dis_lr: float = 1e-3,                   # the disentangler's Adam learning rate
     ema_decay: float | None = None,
     seed: int = 0,
     resolution: int | None = None,
@@ -113,9 +147,9 @@ def train_progressive(
     """
     from medcf.train.engine import TrainConfig, Trainer
 
-    if steps < 1 or batch_size < 2 or lr <= 0 or concepts < 1:
-        raise MedcfError(f"progressive: steps >= 1, batch_size >= 2, lr > 0, concepts >= 1 needed, got "
-                         f"{steps}, {batch_size}, {lr}, {concepts}")
+    if steps < 1 or batch_size < 2 or lr <= 0 or dis_lr <= 0 or concepts < 1:
+        raise MedcfError(f"progressive: steps >= 1, batch_size >= 2, lr > 0, dis_lr > 0, concepts >= 1 needed, "
+                         f"got {steps}, {batch_size}, {lr}, {dis_lr}, {concepts}")
     if min(adv_weight, cls_weight, rec_weight, fo_weight, dis_weight) < 0:
         raise MedcfError("progressive: loss weights must be >= 0")
     t0 = time.perf_counter()
@@ -155,18 +189,21 @@ def train_progressive(
     if concepts > 1:
         R = Disentangler(channels, res, concepts, width=width)
         models["disentangler"] = R
-        optimizers["disentangler"] = torch.optim.Adam(R.parameters(), lr=lr, betas=betas)
+        optimizers["disentangler"] = torch.optim.Adam(R.parameters(), lr=dis_lr, betas=betas)
 
     def step_fn(tr, batch):
         gen, disc = tr.models["generator"], tr.models["discriminator"]
         opt_g, opt_d = tr.optimizers["generator"], tr.optimizers["discriminator"]
         f = clf.to(tr.device)
-        x = batch["image"]
+        x, masks = batch["image"], batch.get("fo_masks")
         b = x.shape[0]
+        c = torch.randint(0, bins, (b,), generator=tr.generator, device=tr.device)
+        k = torch.randint(0, concepts, (b,), generator=tr.generator, device=tr.device)  # K = 1: all 0
+        if concepts > 1:  # ceil(b / K) images, each under every concept with one target bin
+            x, masks, k = concept_batch(x, masks, concepts)
+            c = c[: -(-b // concepts)].repeat(concepts)[:b]
         with torch.no_grad():
             bx = posterior_bin(torch.sigmoid(prob_class1(f, x)), bins)
-        c = torch.randint(0, bins, (b,), generator=tr.generator, device=tr.device)
-        k = torch.randint(0, concepts, (b,), generator=tr.generator, device=tr.device)
         xc = gen(x, c, k)                                                   # [b, C, H, W]
 
         # 1. discriminator: hinge loss, conditioned on the bin
@@ -183,7 +220,6 @@ def train_progressive(
         loss_g = adv_weight * adv + cls_weight * cls + rec_weight * (rec + cyc)
         stats = {"loss_d": loss_d.detach(), "adv": adv.detach(), "cls": cls.detach(), "rec": rec.detach(),
                  "cyc": cyc.detach()}
-        masks = batch.get("fo_masks")
         if fo_weight > 0 and isinstance(masks, torch.Tensor) and masks.ndim == 4 and masks.shape[1] > 0:
             m = (masks.amax(1, keepdim=True) > 0).float()                   # [b, 1, H, W] any object
             m = F.max_pool2d(m, 3, stride=1, padding=1)                     # and its border
@@ -192,9 +228,12 @@ def train_progressive(
             stats["fo"] = fo.detach()
         if concepts > 1:
             opt_r = tr.optimizers["disentangler"]
-            dis = F.cross_entropy(tr.models["disentangler"](x, xc), k)
+            logits_r = tr.models["disentangler"](x, xc)                    # [b, K]
+            moved = (c != bx).float()                                       # [b] c == b_x: no change to tell
+            dis = (F.cross_entropy(logits_r, k, reduction="none") * moved).sum() / moved.sum().clamp_min(1.0)
             loss_g = loss_g + dis_weight * dis
             stats["dis"] = dis.detach()
+            stats["dis_acc"] = ((logits_r.argmax(1) == k).float() * moved).sum() / moved.sum().clamp_min(1.0)
             opt_r.zero_grad(set_to_none=True)
         opt_g.zero_grad(set_to_none=True)
         tr.backward(loss_g)
@@ -208,7 +247,8 @@ def train_progressive(
                 "classifier_hash": chash, "bins": bins, "concepts": concepts, "steps": steps,
                 "batch_size": batch_size, "lr": lr, "width": width, "downsamples": downsamples, "blocks": blocks,
                 "weights": {"adv": adv_weight, "cls": cls_weight, "rec": rec_weight, "fo": fo_weight,
-                            "dis": dis_weight}, "ema_decay": ema_decay, "seed": seed, "resolution": res}
+                            "dis": dis_weight}, "dis_lr": dis_lr, "ema_decay": ema_decay, "seed": seed,
+                "resolution": res}
     tconf = TrainConfig(out_dir=str(out_dir), steps=steps, batch_size=batch_size, seed=seed, log_every=log_every,
                         checkpoint_every=checkpoint_every, ema_decay=ema_decay, progress=progress)
     trainer = Trainer(tconf, models=models, optimizers=optimizers, dataset=train_ds, step_fn=step_fn,
@@ -221,7 +261,8 @@ def prepare_benchmark(data_dir, out_dir, *, classifier_dir, task: str, profile: 
                       seed: int = 0, progress: bool = True, concepts: int = 1) -> dict:
     """``MethodSpec.prepare`` of ``progressive`` (``concepts`` 1) and ``dissect`` (``profile["concepts"]``,
     default 2): train (or reuse) the generator for this classifier; profile keys steps, batch_size,
-    width, bins, lr (defaults 3000, 16, 32, 10, 2e-4); its ``explain`` table passes to ``build``."""
+    width, bins, lr (defaults 3000, 16, 32, 10, 2e-4), cls_weight, rec_weight and, for DISSECT,
+    dis_weight, dis_lr; its ``explain`` table passes to ``build``."""
     from medcf.benchmark.cache import cached_stage
 
     k = int(profile.get("concepts", concepts))
@@ -230,12 +271,18 @@ def prepare_benchmark(data_dir, out_dir, *, classifier_dir, task: str, profile: 
            "width": int(profile.get("width", 32)), "bins": int(profile.get("bins", 10)),
            "lr": float(profile.get("lr", 2e-4)), "cls_weight": float(profile.get("cls_weight", 20.0)),
            "rec_weight": float(profile.get("rec_weight", 10.0)), "seed": seed}
+    extra = {}
+    if k > 1:  # DISSECT only (progressive's cache key stays as it was); the recipe's batching changed
+        extra = {"dis_weight": float(profile.get("dis_weight", DIS_WEIGHT)),
+                 "dis_lr": float(profile.get("dis_lr", 1e-3)), "concept_batch": 1}
+        cfg |= extra
     name = "dissect" if k > 1 else "progressive"
     run = cached_stage(out_dir, name, cfg, lambda d, resume: train_progressive(
         data_dir, d, classifier=classifier_dir, concepts=k, bins=cfg["bins"], steps=cfg["steps"],
         batch_size=cfg["batch_size"], width=cfg["width"], lr=cfg["lr"], cls_weight=cfg["cls_weight"],
         rec_weight=cfg["rec_weight"], seed=seed, resume=resume,
-        progress=progress, checkpoint_every=max(50, cfg["steps"] // 4)))
+        progress=progress, checkpoint_every=max(50, cfg["steps"] // 4),
+        **{key: v for key, v in extra.items() if key != "concept_batch"}))
     return {"generator_dir": str(run), **profile.get("explain", {})}
 
 
