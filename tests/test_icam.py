@@ -42,7 +42,8 @@ def _synth(n=16, resolution=32, seed=0):
 
 @pytest.mark.parametrize("kw, word", [({"channels": 2}, "channels"), ({"dims": 4}, "dims"),
                                       ({"resolution": 30}, "divisible"), ({"domain_b": 0}, "differ"),
-                                      ({"resolution": 8, "downsample": 1, "disc_layers": 3}, "too small")])
+                                      ({"resolution": 8, "downsample": 1, "disc_layers": 3}, "too small"),
+                                      ({"content_noise": -0.1}, "content_noise"), ({"version": 1}, "version 1")])
 def test_config_rejects_bad_values(kw, word):
     with pytest.raises(ValueError, match=word):
         ICAMConfig(**{**TINY, **kw})
@@ -94,6 +95,43 @@ def test_save_load_round_trip_keeps_the_attribute_statistics(tmp_path):
     assert torch.equal(back.attr_mean, model.attr_mean)
 
 
+def test_a_checkpoint_of_the_old_format_is_a_one_line_error(tmp_path):
+    from medcf.errors import CheckpointError
+
+    ICAM(ICAMConfig(**TINY)).save(tmp_path / "m")
+    header = json.loads((tmp_path / "m" / "config.json").read_text())
+    assert header["config"]["version"] == 2
+    del header["config"]["version"]                 # what a version-1 ICAM wrote
+    (tmp_path / "m" / "config.json").write_text(json.dumps(header))
+    with pytest.raises(CheckpointError, match=r"saved-format version 1 .*retrain") as e:
+        ICAM.load(tmp_path / "m")
+    assert "\n" not in str(e.value)
+
+
+def test_the_decoder_reads_the_attribute_at_every_scale():
+    # at init, changing only the attribute changes the decoded image, also with the input
+    # concatenation cut out (its weights zeroed): the modulated normalisations carry it
+    model = ICAM(ICAMConfig(**TINY), seed=0).eval()
+    c = torch.randn(2, model.config.content_channels, 8, 8)
+    a0, a1 = torch.zeros(2, 4), torch.ones(2, 4)
+    with torch.no_grad():
+        model.decoder.conv_in.weight[:, -4:].zero_()
+        assert (model.decode(c, a0) - model.decode(c, a1)).abs().mean() > 1e-2
+
+
+def test_content_noise_only_in_training():
+    cfg = ICAMConfig(**TINY, content_noise=1.0)
+    model = ICAM(cfg, seed=0)
+    a, b = torch.rand(2, 1, 32, 32) * 2 - 1, torch.rand(2, 1, 32, 32) * 2 - 1
+    g = lambda: torch.Generator().manual_seed(0)  # noqa: E731
+    quiet = ICAM(ICAMConfig(**TINY, content_noise=0.0), seed=0)
+    with torch.no_grad():
+        noisy_out, quiet_out = model.train()(a, b, generator=g()), quiet.train()(a, b, generator=g())
+        assert not torch.allclose(noisy_out.self_a, quiet_out.self_a)
+        # eval mode: no noise, the same pass as without it
+        assert torch.allclose(model.eval()(a, b, generator=g()).self_a, quiet.eval()(a, b, generator=g()).self_a)
+
+
 @pytest.mark.parametrize("backbone", ["icam", "cyclegan"])
 def test_domains_names_classes_and_saved_meta_of_both_two_domain_models(backbone, tmp_path):
     from medcf.generators.cyclegan import CycleGAN, CycleGANConfig
@@ -125,6 +163,31 @@ def test_one_step_has_finite_gradients_everywhere():
     assert all(g is not None and torch.isfinite(g).all() for g in grads)
     discriminator_losses(out, di, dc, a, b)["d_total"].backward()
     assert all(p.grad is not None and torch.isfinite(p.grad).all() for p in [*di.parameters(), *dc.parameters()])
+
+
+def test_the_discriminator_class_head_learns_heart_size():
+    # the swapped images' only class signal is the image discriminator's class head; on the
+    # patch trunk (GroupNorm, ~10 px receptive field) it stayed at chance on cardiomegaly (here
+    # 0.59 after 200 steps), so the generator was never asked to change the heart
+    import torch.nn.functional as F
+
+    def load(n, seed):
+        ds = _synth(n, seed=seed)
+        return (torch.stack([ds[i]["image"] for i in range(n)]),
+                torch.tensor([float(ds[i]["label"]) for i in range(n)]))
+
+    (x, y), (xt, yt) = load(256, 0), load(128, 1)
+    d = ImageDiscriminator(ICAMConfig(**TINY), seed=0)
+    opt = torch.optim.Adam(d.parameters(), lr=2e-3)
+    for step in range(200):
+        i = torch.randint(0, 256, (16,), generator=torch.Generator().manual_seed(step))
+        loss = F.binary_cross_entropy_with_logits(d(x[i])[1], y[i])
+        opt.zero_grad()
+        loss.backward()
+        opt.step()
+    with torch.no_grad():
+        accuracy = ((d(xt)[1] > 0).float() == yt).float().mean()
+    assert 0.2 < float(yt.mean()) < 0.8 and accuracy >= 0.8
 
 
 # ----------------------------------------------------------------------------- losses
@@ -164,10 +227,17 @@ def test_icam_losses_by_hand():
     assert float(t["kl"]) == pytest.approx(0.5)                # mean_a = 1: 1/2 per dimension
     assert float(t["cls"]) == pytest.approx(2 * LOG2)         # real a and b codes
     assert float(t["content_adv"]) == pytest.approx(2 * LOG2)  # BCE(0, 0.5) = log 2
+    # latent regression: codes of the cross images (0) against the codes put in (no z: the means,
+    # b's 0 and a's 1): |0 - 0| + |0 - 1|
+    assert float(t["latent"]) == pytest.approx(1.0)
     w = ICAMWeights()
     expected = (w.adv * 0.5 + w.adv_cls * 2 * LOG2 + w.self_rec * 0.1 + w.cycle * 0.3 + w.kl * 0.5
-                + w.cls * 2 * LOG2 + w.content_adv * 2 * LOG2)
+                + w.cls * 2 * LOG2 + w.content_adv * 2 * LOG2 + w.latent * 1.0)
     assert float(t["total"]) == pytest.approx(expected)
+    # with the sampled codes given, the regression targets are those: |0 - 0.5| + |0 - (-0.25)|
+    out.z_b, out.z_a = torch.full((2, 3), 0.5), torch.full((2, 3), -0.25)
+    assert float(icam_losses(out, Model(), _ConstD(), lambda c: torch.zeros(c.shape[0]), a, b)["latent"]) == \
+        pytest.approx(0.75)
 
 
 def test_discriminator_losses_by_hand():

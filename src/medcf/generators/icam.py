@@ -41,6 +41,10 @@ from medcf.generators.two_domain import TwoDomainConfig, TwoDomainModel
 from medcf.io import SavableModule
 from medcf.types import check_images
 
+# saved-format version: 2 modulates every decoder normalisation by the attribute code (AdaGN);
+# version 1 checkpoints (no ``version`` field: the attribute only concatenated) are refused
+VERSION = 2
+
 
 @dataclass(frozen=True)
 class ICAMConfig(TwoDomainConfig):
@@ -57,9 +61,16 @@ class ICAMConfig(TwoDomainConfig):
     domain_a: int = 0                     # class index of domain A in the training data
     domain_b: int = 1                     # class index of domain B
     class_names: tuple[str, ...] = ()     # class names of the training data (may be empty)
+    content_noise: float = 0.0            # std of Gaussian noise on the content code in training (ICAM: 1)
+    version: int = VERSION                # saved-format version (1: attribute only concatenated, no field)
 
     def __post_init__(self):
         where = "ICAMConfig"
+        if self.version != VERSION:
+            raise ValueError(f"{where}: version {self.version} is not supported (this medcf reads version "
+                             f"{VERSION}); retrain with `medcf train icam`")
+        if not self.content_noise >= 0:
+            raise ValueError(f"{where}: content_noise must be >= 0, got {self.content_noise}")
         if self.channels not in (1, 3):
             raise ValueError(f"{where}: channels must be 1 or 3, got {self.channels}")
         if self.dims not in (2, 3):
@@ -125,20 +136,25 @@ class ContentEncoder(nn.Module):
         return self.net(x)
 
 
+def _global_features(cfg: ICAMConfig, w: int) -> tuple[nn.Sequential, int]:
+    """conv3 then LeakyReLU-conv4/2 stages down to 4 pixels: [B, C, R, R] -> ([B, ch, 4, 4], ch)."""
+    d = cfg.dims
+    stages = max(1, int(math.log2(cfg.resolution)) - 2)       # down to 4 pixels
+    layers: list[nn.Module] = [_conv(d, cfg.channels, w, 3, 1, 1)]
+    ch = w
+    for _ in range(stages):
+        nxt = min(ch * 2, 8 * w)
+        layers += [nn.LeakyReLU(0.2), _conv(d, ch, nxt, 4, 2, 1)]
+        ch = nxt
+    return nn.Sequential(*layers, nn.LeakyReLU(0.2)), ch
+
+
 class AttributeEncoder(nn.Module):
     """[B, C, R, R] -> (mean [B, attr_dim], log-variance [B, attr_dim])."""
 
     def __init__(self, cfg: ICAMConfig):
         super().__init__()
-        d, w = cfg.dims, cfg.attr_width
-        stages = max(1, int(math.log2(cfg.resolution)) - 2)       # down to 4 pixels
-        layers: list[nn.Module] = [_conv(d, cfg.channels, w, 3, 1, 1)]
-        ch = w
-        for _ in range(stages):
-            nxt = min(ch * 2, 8 * w)
-            layers += [nn.LeakyReLU(0.2), _conv(d, ch, nxt, 4, 2, 1)]
-            ch = nxt
-        self.net = nn.Sequential(*layers, nn.LeakyReLU(0.2))
+        self.net, ch = _global_features(cfg, cfg.attr_width)
         self.head = nn.Linear(ch, 2 * cfg.attr_dim)
 
     def forward(self, x: Tensor) -> tuple[Tensor, Tensor]:
@@ -146,33 +162,64 @@ class AttributeEncoder(nn.Module):
         return mean, logvar.clamp(-30.0, 20.0)
 
 
+class _AdaGN(nn.Module):
+    """GroupNorm modulated by the attribute code: GN(h) * (1 + scale(a)) + shift(a) (AdaIN-style,
+    as DRIT++/MUNIT inject the attribute), so no later normalisation can wash the code out."""
+
+    def __init__(self, ch: int, attr_dim: int):
+        super().__init__()
+        self.norm = group_norm(ch)
+        self.film = nn.Linear(attr_dim, 2 * ch)
+
+    def forward(self, h: Tensor, a: Tensor) -> Tensor:  # h [B, ch, *S], a [B, A]
+        scale, shift = self.film(a).view(*a.shape[:1], -1, *([1] * (h.ndim - 2))).chunk(2, dim=1)
+        return self.norm(h) * (1 + scale) + shift
+
+
+class _AdaResBlock(nn.Module):
+    """AdaGN-SiLU-conv3-AdaGN-SiLU-conv3 + identity: a residual block modulated by the attribute."""
+
+    def __init__(self, dims: int, ch: int, attr_dim: int):
+        super().__init__()
+        self.n1, self.n2 = _AdaGN(ch, attr_dim), _AdaGN(ch, attr_dim)
+        self.c1, self.c2 = _conv(dims, ch, ch, 3, 1, 1), _conv(dims, ch, ch, 3, 1, 1)
+
+    def forward(self, x: Tensor, a: Tensor) -> Tensor:
+        return x + self.c2(F.silu(self.n2(self.c1(F.silu(self.n1(x, a))), a)))
+
+
 class Decoder(nn.Module):
-    """(content [B, Cc, S, S], attribute [B, A]) -> [B, C, R, R] in (-1, 1)."""
+    """(content [B, Cc, S, S], attribute [B, A]) -> [B, C, R, R] in (-1, 1).
+
+    The attribute is tiled and concatenated to the content at the input and modulates every
+    normalisation after it (``_AdaGN``)."""
 
     def __init__(self, cfg: ICAMConfig):
         super().__init__()
         d, a = cfg.dims, cfg.attr_dim
         self.conv_in = _conv(d, cfg.content_channels + a, cfg.content_channels, 3, 1, 1)
-        self.blocks = nn.Sequential(*[_ResBlock(d, cfg.content_channels) for _ in range(cfg.blocks)])
+        self.blocks = nn.ModuleList([_AdaResBlock(d, cfg.content_channels, a) for _ in range(cfg.blocks)])
         self.ups = nn.ModuleList()
         ch = cfg.content_channels
         for _ in range(cfg.downsample):
             nxt = ch // 2
-            self.ups.append(nn.ModuleList([group_norm(ch), _conv(d, ch + a, nxt, 3, 1, 1)]))
+            self.ups.append(nn.ModuleList([_AdaGN(ch, a), _conv(d, ch, nxt, 3, 1, 1)]))
             ch = nxt
-        self.norm_out = group_norm(ch)
+        self.norm_out = _AdaGN(ch, a)
         self.conv_out = _conv(d, ch, cfg.channels, 3, 1, 1)
 
     def forward(self, content: Tensor, attribute: Tensor) -> Tensor:
-        h = self.blocks(self.conv_in(torch.cat([content, _tile(attribute, content)], 1)))
+        h = self.conv_in(torch.cat([content, _tile(attribute, content)], 1))
+        for block in self.blocks:
+            h = block(h, attribute)
         for norm, conv in self.ups:
-            h = F.interpolate(F.silu(norm(h)), scale_factor=2, mode="nearest")
-            h = conv(torch.cat([h, _tile(attribute, h)], 1))
-        return torch.tanh(self.conv_out(F.silu(self.norm_out(h))))
+            h = conv(F.interpolate(F.silu(norm(h, attribute)), scale_factor=2, mode="nearest"))
+        return torch.tanh(self.conv_out(F.silu(self.norm_out(h, attribute))))
 
 
 class ImageDiscriminator(nn.Module):
-    """[B, C, R, R] -> (patch scores [B, 1, h, w] (LSGAN), class logit [B] for domain B)."""
+    """[B, C, R, R] -> (patch scores [B, 1, h, w] (LSGAN), class logit [B] for domain B from a
+    separate whole-image branch)."""
 
     def __init__(self, cfg: ICAMConfig, *, seed: int = 0):
         super().__init__()
@@ -186,12 +233,15 @@ class ImageDiscriminator(nn.Module):
                 ch = nxt
             self.trunk = nn.Sequential(*layers)
             self.patch = _conv(d, ch, 1, 3, 1, 1)
-            self.cls = nn.Linear(ch, 1)
+            # the class head sees the whole image: its own branch down to 4 pixels (on the patch
+            # trunk's ~10-pixel receptive field it stayed at chance on 64 px cardiomegaly, so the
+            # swapped images got no class signal)
+            self.cls_net, cls_ch = _global_features(cfg, w)
+            self.cls = nn.Linear(cls_ch, 1)
         _init(self, seed)
 
     def forward(self, x: Tensor) -> tuple[Tensor, Tensor]:
-        h = self.trunk(x)
-        return self.patch(h), self.cls(_spatial_mean(h)).squeeze(1)
+        return self.patch(self.trunk(x)), self.cls(_spatial_mean(self.cls_net(x))).squeeze(1)
 
 
 class ContentDiscriminator(nn.Module):
@@ -236,6 +286,8 @@ class ICAMOutputs:
     cycle_b: Tensor         # G(Ec(cross_a), Ea(cross_b)) ~ b
     mean_cross_b: Tensor    # attribute mean of cross_b (~ b's attribute)
     mean_cross_a: Tensor
+    z_a: Tensor | None = None   # [B, A] the sampled attribute codes decoded into the images above
+    z_b: Tensor | None = None
 
 
 class ICAM(TwoDomainModel, SavableModule):
@@ -283,26 +335,51 @@ class ICAM(TwoDomainModel, SavableModule):
 
 
     def forward(self, a: Tensor, b: Tensor, *, generator: torch.Generator | None = None) -> ICAMOutputs:
-        """The training pass (one call, so DDP sees every parameter): encode, swap, re-encode, swap back."""
+        """The training pass (one call, so DDP sees every parameter): encode, swap, re-encode, swap back.
+
+        In training mode every content code entering the decoder gets Gaussian noise of std
+        ``config.content_noise`` (as ICAM's content encoder ends with a noise layer): the content
+        can then carry only coarse information, and the decoder must read the rest, the class
+        included, from the attribute code."""
+        def draw(like):
+            dev = generator.device if generator is not None else like.device
+            return torch.randn(like.shape, generator=generator, device=dev).to(like)
+
         def sample(mean, logvar):
-            dev = generator.device if generator is not None else mean.device
-            eps = torch.randn(mean.shape, generator=generator, device=dev).to(mean)
-            return mean + torch.exp(0.5 * logvar) * eps
+            return mean + torch.exp(0.5 * logvar) * draw(mean)
+
+        def noisy(c):  # [B, Cc, S, S]
+            return c + self.config.content_noise * draw(c) if self.training and self.config.content_noise else c
 
         c_a, c_b = self.content_encoder(a), self.content_encoder(b)
         m_a, lv_a = self.attribute_encoder(a)
         m_b, lv_b = self.attribute_encoder(b)
         z_a, z_b = sample(m_a, lv_a), sample(m_b, lv_b)
-        self_a, self_b = self.decoder(c_a, z_a), self.decoder(c_b, z_b)
-        cross_b, cross_a = self.decoder(c_a, z_b), self.decoder(c_b, z_a)
+        n_a, n_b = noisy(c_a), noisy(c_b)
+        self_a, self_b = self.decoder(n_a, z_a), self.decoder(n_b, z_b)
+        cross_b, cross_a = self.decoder(n_a, z_b), self.decoder(n_b, z_a)
         c_cb, c_ca = self.content_encoder(cross_b), self.content_encoder(cross_a)   # ~ c_a, c_b
         m_cb, lv_cb = self.attribute_encoder(cross_b)                                 # ~ z_b
         m_ca, lv_ca = self.attribute_encoder(cross_a)                                 # ~ z_a
-        cycle_a = self.decoder(c_cb, sample(m_ca, lv_ca))
-        cycle_b = self.decoder(c_ca, sample(m_cb, lv_cb))
+        cycle_a = self.decoder(noisy(c_cb), sample(m_ca, lv_ca))
+        cycle_b = self.decoder(noisy(c_ca), sample(m_cb, lv_cb))
         return ICAMOutputs(c_a, c_b, m_a, lv_a, m_b, lv_b, self_a, self_b, cross_b, cross_a, cycle_a, cycle_b,
-                           m_cb, m_ca)
+                           m_cb, m_ca, z_a, z_b)
 
+    @classmethod
+    def load(cls, path, *, device="cpu") -> ICAM:
+        """``SavableModule.load``; a checkpoint of an older saved format is a one-line error."""
+        from medcf.errors import CheckpointError
+        from medcf.io import read_header
+
+        header = read_header(path)
+        cfg = header.get("config")
+        version = cfg.get("version", 1) if header.get("kind") == cls.kind and isinstance(cfg, dict) else VERSION
+        if version != VERSION:
+            raise CheckpointError(f"{header['path']}: an ICAM of saved-format version {version} (its decoder "
+                                  f"concatenates the attribute only); this medcf reads version {VERSION}: "
+                                  "retrain it with `medcf train icam`")
+        return super().load(path, device=device)
 
 
 # ----------------------------------------------------------------------------- losses
@@ -317,8 +394,9 @@ class ICAMWeights:
     self_rec: float = 10.0      # L1 self reconstruction
     cycle: float = 10.0         # L1 cross-cycle reconstruction
     kl: float = 0.01            # KL of the attribute code (per attribute dimension)
-    cls: float = 1.0            # attribute classification (ICAM's classifier on the real images' codes)
+    cls: float = 10.0           # attribute classification (ICAM's classifier on the real images' codes; 10 as in ICAM)
     content_adv: float = 1.0    # make the content code useless to the content discriminator
+    latent: float = 1.0         # latent regression: the swapped image's attribute code is the one put in (L1)
 
 
 def kl_divergence(mean: Tensor, logvar: Tensor) -> Tensor:
@@ -334,6 +412,8 @@ def icam_losses(out: ICAMOutputs, model: nn.Module, d_img: nn.Module, d_content:
     """
     ones, zeros = a.new_ones(a.shape[0]), a.new_zeros(a.shape[0])
     bce = F.binary_cross_entropy_with_logits
+    put_a = out.z_a if out.z_a is not None else out.mean_a      # [B, A] the codes decoded into cross_a/_b
+    put_b = out.z_b if out.z_b is not None else out.mean_b
     patch_b, cls_b = d_img(out.cross_b)
     patch_a, cls_a = d_img(out.cross_a)
     t = {
@@ -346,6 +426,10 @@ def icam_losses(out: ICAMOutputs, model: nn.Module, d_img: nn.Module, d_content:
         # would contradict it while the decoder still ignores the attribute (early training)
         "cls": bce(model.classify(out.mean_a), zeros) + bce(model.classify(out.mean_b), ones),
         "content_adv": bce(d_content(out.content_a), 0.5 * ones) + bce(d_content(out.content_b), 0.5 * ones),
+        # latent regression (DRIT, ICAM): encoding G(c_a, z_b) must give back z_b, which a decoder
+        # ignoring the attribute cannot do
+        "latent": ((out.mean_cross_b - put_b.detach()).abs().mean()
+                   + (out.mean_cross_a - put_a.detach()).abs().mean()),
     }
     t["total"] = sum(getattr(w, k) * v for k, v in t.items())
     return t

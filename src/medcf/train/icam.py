@@ -120,6 +120,7 @@ def train_icam(
     attr_width: int = 32,
     disc_width: int = 32,
     disc_layers: int = 3,
+    content_noise: float = 0.0,             # std of the noise on the content code in training (0: none)
     weights: ICAMWeights = ICAMWeights(),
     seed: int = 0,
     resolution: int | None = None,
@@ -150,7 +151,7 @@ def train_icam(
     try:
         config = ICAMConfig(resolution=int(image.shape[-1]), channels=int(image.shape[0]), width=width,
                             blocks=blocks, attr_dim=attr_dim, attr_width=attr_width, disc_width=disc_width,
-                            disc_layers=disc_layers, domain_a=a_cls, domain_b=b_cls,
+                            disc_layers=disc_layers, content_noise=content_noise, domain_a=a_cls, domain_b=b_cls,
                             class_names=class_names_of(train_ds))
     except ValueError as e:
         raise MedcfError(f"{where}: {e}") from None
@@ -193,7 +194,7 @@ def train_icam(
                 "domains": [config.domain_name("a"), config.domain_name("b")], "steps": steps,
                 "batch_size": batch_size, "lr": lr, "width": width, "blocks": blocks, "attr_dim": attr_dim,
                 "attr_width": attr_width, "disc_width": disc_width, "disc_layers": disc_layers,
-                "weights": dataclasses.asdict(weights), "seed": seed,
+                "content_noise": content_noise, "weights": dataclasses.asdict(weights), "seed": seed,
                 "fid_oracle": str(fid_oracle) if fid_oracle is not None else None, "fid_n": fid_n}
     tconf = TrainConfig(out_dir=str(out_dir), steps=steps, batch_size=batch_size, seed=seed, log_every=log_every,
                         checkpoint_every=checkpoint_every, ema_decay=None, num_workers=num_workers,
@@ -227,7 +228,17 @@ def train_icam(
 # quick-profile sizes (a profile's [methods.icam] table overrides any of them; ``explain``
 # holds build options)
 BENCH_DEFAULTS: dict[str, Any] = {"width": 8, "blocks": 1, "attr_dim": 8, "disc_width": 8, "disc_layers": 2,
-                                  "steps": 150, "batch_size": 4, "lr": 2e-4}
+                                  "steps": 150, "batch_size": 4, "lr": 2e-4, "content_noise": 0.0,
+                                  "weights": {}}
+
+
+def bench_weights(table) -> ICAMWeights:
+    """``ICAMWeights`` from a profile's ``weights = {...}`` (unnamed terms keep their defaults)."""
+    known = {f.name for f in dataclasses.fields(ICAMWeights)}
+    unknown = sorted(set(table) - known)
+    if unknown:
+        raise MedcfError(f"[methods.icam] weights: unknown term(s) {unknown}; known: {sorted(known)}")
+    return ICAMWeights(**{k: float(v) for k, v in table.items()})
 
 
 def prepare_icam(data_dir, out_dir, *, classifier_dir, task: str, profile: dict[str, Any],
@@ -247,7 +258,8 @@ def prepare_icam(data_dir, out_dir, *, classifier_dir, task: str, profile: dict[
             data_dir, d, steps=int(cfg["steps"]), batch_size=int(cfg["batch_size"]), lr=float(cfg["lr"]),
             width=int(cfg["width"]), blocks=int(cfg["blocks"]), attr_dim=int(cfg["attr_dim"]),
             attr_width=int(cfg["width"]), disc_width=int(cfg["disc_width"]), disc_layers=int(cfg["disc_layers"]),
-            seed=seed, sample_every=0, checkpoint_every=max(50, int(cfg["steps"]) // 4), resume=resume,
+            content_noise=float(cfg["content_noise"]), weights=bench_weights(cfg["weights"]), seed=seed,
+            sample_every=0, checkpoint_every=max(50, int(cfg["steps"]) // 4), resume=resume,
             progress=progress)
 
     return profile_stage(out_dir, "icam", data_dir, profile, BENCH_DEFAULTS, seed, train)
