@@ -37,8 +37,10 @@ def refuse_training(*args, **kwargs):
 PINNED = {
     "cyclegan": {"width": 8, "blocks": 2, "disc_width": 8, "disc_layers": 2, "steps": 7, "batch_size": 4,
                  "lr": 2e-4},
+    # icam re-pinned with its saved-format version 2 (content_noise, weights): a version-1 stage
+    # holds a model this medcf refuses, so it must not be reused
     "icam": {"width": 8, "blocks": 1, "attr_dim": 8, "disc_width": 8, "disc_layers": 2, "steps": 7,
-             "batch_size": 4, "lr": 2e-4},
+             "batch_size": 4, "lr": 2e-4, "content_noise": 0.0, "weights": {}},
 }
 
 
