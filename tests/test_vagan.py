@@ -15,8 +15,8 @@ from medcf.io import read_header
 from medcf.train.gan import gradient_penalty
 
 RES = 32
-TINY = dict(steps=2, n_critic=2, batch_size=4, base_channels=4, depth=2, critic_channels=4, resolution=16,
-            snapshot_every=1, val_n=4, progress=False, log_every=1)
+TINY = dict(steps=2, n_critic=2, critic_warmup=0, batch_size=4, base_channels=4, depth=2, critic_channels=4,
+            resolution=16, snapshot_every=1, val_n=4, progress=False, log_every=1)
 
 
 def test_map_generator_shapes_zero_start_and_round_trip(tmp_path):
@@ -151,10 +151,29 @@ def test_without_an_oracle_the_last_snapshot_is_kept(runs, tmp_path):
     assert "no --oracle" in res.selection["rule"]
 
 
+def test_critic_warmup_trains_the_critic_alone_then_the_map_at_its_own_rate(runs, tmp_path):
+    from medcf.train.vagan import train_vagan
+
+    # warm-up 3 rounds up to 4 (whole cycles of n_critic=2); then 3 map updates, snapshots every 2 and at the end
+    res = train_vagan(runs / "data", tmp_path / "run", source="opacity", target="clear", oracle=runs / "oracle",
+                      **dict(TINY, steps=3, critic_warmup=3, snapshot_every=2, lr=3e-4, map_lr=2e-5))
+    assert res.steps == 4 + 3 * 2
+    assert [r["step"] for r in res.selection["scores"]] == [8, 10]    # 4 + 2*2 map cycles, and the last step
+    stats = [json.loads(line) for line in (tmp_path / "run" / "stats.jsonl").read_text().splitlines()]
+    by_step = {s["step"]: s for s in stats if "loss_D" in s}
+    assert sorted(by_step) == list(range(1, 11))
+    assert all("loss_M" not in by_step[k] for k in range(1, 6))       # critic only until the 6th engine step
+    assert all("loss_M" in by_step[k] for k in range(6, 11))          # first map update at engine step 6
+    assert {(by_step[k]["lr_D"], by_step[k]["lr_M"]) for k in by_step} == {(3e-4, 2e-5)}
+    run_info = json.loads((tmp_path / "run" / "run.json").read_text())["run_info"]
+    assert run_info["critic_warmup"] == 4 and run_info["map_lr"] == 2e-5
+    assert read_header(tmp_path / "run" / "model")["meta"]["steps"] == 3        # map updates, warm-up excluded
+
+
 def test_resume_continues_exactly(runs, tmp_path):
     from medcf.train.vagan import train_vagan
 
-    kw = dict(TINY, steps=3, oracle=runs / "oracle")
+    kw = dict(TINY, steps=3, critic_warmup=2, oracle=runs / "oracle")   # with a warm-up before the map steps
     full = train_vagan(runs / "data", tmp_path / "full", source="opacity", target="clear", **kw)
     train_vagan(runs / "data", tmp_path / "part", source="opacity", target="clear", **dict(kw, steps=1))
     part = train_vagan(runs / "data", tmp_path / "part", source="opacity", target="clear", resume=True, **kw)
@@ -192,10 +211,10 @@ def test_cli_missing_oracle_names_the_oracle_flag(runs, tmp_path, capsys):
 def test_cli_train_then_explain(runs, tmp_path, capsys):
     code, out, err = run_cli(capsys, "train", "vagan", "--data", runs / "data", "--out", tmp_path / "run",
                              "--source", "opacity", "--target", "clear", "--resolution", "16", "--steps", "1",
-                             "--n-critic", "1", "--batch-size", "4", "--base-channels", "4", "--depth", "2",
-                             "--oracle", runs / "oracle", "--no-progress")
+                             "--n-critic", "1", "--critic-warmup", "1", "--batch-size", "4", "--base-channels", "4",
+                             "--depth", "2", "--oracle", runs / "oracle", "--no-progress")
     assert code == 0, err
-    assert "selected snapshots/0000001" in out
+    assert "selected snapshots/0000002" in out                       # 1 warm-up + 1 map-update step
     code, out, err = run_cli(capsys, "explain", "--method", "vagan", "--classifier", runs / "classifier",
                              "--generator", tmp_path / "run", "--images", runs / "data", "--limit", "2",
                              "--out", tmp_path / "out", "--no-progress")
@@ -219,7 +238,7 @@ def test_benchmark_prepare_hook_trains_and_builds(runs, tmp_path):
     from medcf.counterfactual.vagan import build_vagan
     from medcf.train.gan_prepare import prepare_vagan
 
-    profile = {"steps": 2, "n_critic": 1, "batch_size": 4, "base_channels": 4, "depth": 2, "critic_channels": 4,
+    profile = {"steps": 2, "n_critic": 1, "critic_warmup": 2, "batch_size": 4, "base_channels": 4, "depth": 2, "critic_channels": 4,
                "snapshots": 2, "explain": {"frames": 4}}
     kw = prepare_vagan(runs / "data", tmp_path / "m", classifier_dir=runs / "classifier32", task="opacity",
                        profile=profile, device="cpu", seed=0, progress=False)

@@ -90,10 +90,13 @@ def register(app: typer.Typer) -> None:
         out: Path = _COMMON["out"](),
         steps: int = typer.Option(2000, "--steps", help="Map-generator updates."),
         n_critic: int = typer.Option(5, "--n-critic", help="Critic updates per map update."),
+        critic_warmup: int = typer.Option(500, "--critic-warmup", help="Critic-only updates before the "
+                                          "first map update (see docs/vagan.md)."),
         l1_weight: float = typer.Option(10.0, "--l1-weight", help="Weight of mean|M(x)| (see docs/vagan.md)."),
         gp_weight: float = typer.Option(10.0, "--gp-weight", help="WGAN-GP gradient-penalty weight."),
         batch_size: int = typer.Option(32, "--batch-size", help="Image pairs per step."),
-        lr: float = typer.Option(1e-4, "--lr", help="Adam learning rate."),
+        lr: float = typer.Option(1e-4, "--lr", help="The critic's Adam learning rate."),
+        map_lr: float = typer.Option(1e-5, "--map-lr", help="The map generator's Adam learning rate."),
         base_channels: int = typer.Option(16, "--base-channels", help="U-Net channels of the first level."),
         depth: int = typer.Option(3, "--depth", help="U-Net levels."),
         resolution: int = typer.Option(None, "--resolution", help="Resize images to this size."),
@@ -113,6 +116,7 @@ def register(app: typer.Typer) -> None:
         from medcf.train.vagan import train_vagan
 
         res = train_vagan(data, out, source=source, target=target, steps=steps, n_critic=n_critic,
+                          critic_warmup=critic_warmup, map_lr=map_lr,
                           l1_weight=l1_weight, gp_weight=gp_weight, batch_size=batch_size, lr=lr,
                           base_channels=base_channels, depth=depth, resolution=resolution, oracle=oracle,
                           snapshot_every=snapshot_every, seed=seed, resume=resume, progress=progress)

@@ -26,8 +26,8 @@ from typing import Any
 GVR_DEFAULTS = {"loss": "wgan-gp", "steps": 50, "n_critic": 2, "batch_size": 16, "z_dim": 64,
                 "base_channels": 16, "encoder_steps": 60, "encoder_batch_size": 16}
 GVR_EXPLAIN = {"max_steps": 40, "step_size": 0.05}
-VAGAN_DEFAULTS = {"steps": 40, "n_critic": 2, "batch_size": 16, "base_channels": 8, "depth": 2,
-                  "critic_channels": 8, "l1_weight": 10.0, "snapshots": 2}
+VAGAN_DEFAULTS = {"steps": 40, "n_critic": 2, "critic_warmup": 100, "map_lr": 1e-5, "batch_size": 16, "base_channels": 8,
+                  "depth": 2, "critic_channels": 8, "l1_weight": 10.0, "snapshots": 2}
 SOURCE_TARGET = {"opacity": ("opacity", "clear"), "cardiomegaly": ("cardiomegaly", "normal")}
 
 
@@ -74,7 +74,8 @@ def prepare_vagan(data_dir: str | os.PathLike, out_dir: str | os.PathLike, *, cl
     every = max(1, int(v["steps"]) // int(v["snapshots"]))
     run = cached_stage(out_dir, "vagan", v, lambda d, resume: train_vagan(
         data_dir, d, source=source, target=target, oracle=oracle, steps=int(v["steps"]),
-        n_critic=int(v["n_critic"]), batch_size=int(v["batch_size"]), base_channels=int(v["base_channels"]),
+        n_critic=int(v["n_critic"]), critic_warmup=int(v["critic_warmup"]),
+        map_lr=float(v["map_lr"]), batch_size=int(v["batch_size"]), base_channels=int(v["base_channels"]),
         depth=int(v["depth"]), critic_channels=int(v["critic_channels"]), l1_weight=float(v["l1_weight"]),
         snapshot_every=every, seed=seed, resume=resume, progress=progress))
     return {"generator_dir": str(run), **profile.get("explain", {})}

@@ -3,9 +3,21 @@
 Baumgartner et al. (CVPR 2018). For source-class images x, ``y = clamp(x + M(x))``;
 the critic D separates y from real target-class images with the WGAN-GP loss
 ``D(y) - D(real) + gp_weight · GP`` (``medcf.train.gan.gradient_penalty``, weight 10);
-every ``n_critic``-th engine step the map generator M is updated on
-``-D(y) + l1_weight · mean|M(x)|``. One engine step is one critic update, so resume
-is exact at any step.
+the first ``critic_warmup`` engine steps train the critic alone (on y = x, i.e. source
+against target images), then every ``n_critic``-th engine step the map generator M is
+updated on ``-D(y) + l1_weight · mean|M(x)|``. One engine step is one critic update, so
+resume is exact at any step.
+
+Why the warm-up and the slow map (``map_lr`` 1e-5 against the critic's ``lr`` 1e-4):
+the map's only guide is the critic's input gradient. With both at 1e-4 and no warm-up
+(medcf's first recipe), the map moved faster than the critic could follow: it learned
+global intensity changes the critic had not yet learned to reject (the Wasserstein
+estimate went negative: the map fooled the critic), and on the 64 px opacity task it
+never learned to remove the lesion (docs/vagan.md). The paper's code also gives the
+critic a head start (100 critic updates per map update for the first 25). A critic
+trained alone on source vs target images for a few hundred updates already has an input
+gradient that points at the lesion; a map 10x slower than the critic then follows a
+critic that keeps up with it.
 
 Model selection: the Wasserstein estimate is a poor guide (the authors chose by eye),
 so every ``snapshot_every`` steps M is saved to ``RUN/snapshots/STEP`` and scored on
@@ -136,10 +148,12 @@ def train_vagan(
     target: str | int,                      # class the mapped images should look like
     steps: int = 2000,                      # map-generator updates
     n_critic: int = 5,                      # critic updates per map update
+    critic_warmup: int = 500,               # critic-only updates before the first map update
     gp_weight: float = 10.0,
     l1_weight: float = 10.0,                # weight of mean|M(x)| (100 collapsed M to ~0 here: docs/vagan.md)
     batch_size: int = 32,
-    lr: float = 1e-4,
+    lr: float = 1e-4,                       # the critic's Adam learning rate
+    map_lr: float = 1e-5,                   # the map's: 10x slower than the critic's (see above)
     base_channels: int = 16,
     depth: int = 3,
     critic_channels: int = 16,
@@ -162,10 +176,12 @@ def train_vagan(
     from medcf.train.engine import Hook, TrainConfig, Trainer
     from medcf.train.gan import open_train_split
 
-    if min(steps, n_critic, batch_size, val_n) < 1 or lr <= 0 or min(gp_weight, l1_weight, proximity_weight) < 0:
-        raise MedcfError(f"train_vagan: steps, n_critic, batch_size, val_n, lr must be positive and weights >= 0, "
-                         f"got {steps}, {n_critic}, {batch_size}, {val_n}, {lr}, "
-                         f"{(gp_weight, l1_weight, proximity_weight)}")
+    if min(steps, n_critic, batch_size, val_n) < 1 or min(lr, map_lr) <= 0 or critic_warmup < 0 \
+            or min(gp_weight, l1_weight, proximity_weight) < 0:
+        raise MedcfError(f"train_vagan: steps, n_critic, batch_size, val_n, lr, map_lr must be positive and "
+                         f"weights, critic_warmup >= 0, got {steps}, {n_critic}, {batch_size}, {val_n}, {lr}, "
+                         f"{map_lr}, {(gp_weight, l1_weight, proximity_weight)}, {critic_warmup}")
+    warm = -(-critic_warmup // n_critic) * n_critic  # rounded up to whole map-update cycles
     t0 = time.perf_counter()
     train_ds, where = open_train_split(data, resolution)
     names = tuple(str(n) for n in (getattr(train_ds, "class_names", ()) or ()))
@@ -192,7 +208,7 @@ def train_vagan(
     except ValueError as e:
         raise DataError(f"{where}: {e}; pass --resolution to resize") from None
     M, D = VAGANMap(config, seed=seed), DCGANCritic(critic_cfg, seed=seed + 1)
-    opt_M = torch.optim.Adam(M.parameters(), lr=lr, betas=(0.0, 0.9))
+    opt_M = torch.optim.Adam(M.parameters(), lr=map_lr, betas=(0.0, 0.9))
     opt_D = torch.optim.Adam(D.parameters(), lr=lr, betas=(0.0, 0.9))
 
     # held-out source images for the snapshot score
@@ -216,8 +232,8 @@ def train_vagan(
         loss_D = d_y.mean() - d_real.mean() + gp_weight * gp
         optimizer_step(tr, "D", loss_D)
         stats = {"loss_D": loss_D.item(), "gp": gp.item(), "wdist": (d_real.mean() - d_y.mean()).item()}
-        # 2. map step every n_critic critic steps
-        if (tr.step + 1) % n_critic == 0:
+        # 2. map step every n_critic critic steps, after the critic-only warm-up
+        if tr.step >= warm and (tr.step - warm + 1) % n_critic == 0:
             with frozen(Dn):
                 m = Mn(x)
                 adv = -Dn((x + m).clamp(-1, 1)).mean()
@@ -227,7 +243,9 @@ def train_vagan(
             last.update(loss_M=loss_M.item(), map_l1=l1.item())
         return {**stats, **last}
 
-    def snapshot(tr) -> dict[str, Any]:
+    def snapshot(tr) -> dict[str, Any] | None:
+        if tr.step != n_steps and (tr.step <= warm or (tr.step - warm) % every):
+            return None                                   # not a snapshot's map update (nor the last)
         Mm = tr.unwrap("M")
         name = f"snapshots/{tr.step:07d}"
         Mm.save(tr.run_dir / name, meta={"steps": tr.step})
@@ -245,11 +263,12 @@ def train_vagan(
             out.update(val_oracle_validity=fig["oracle_validity"], val_score=score)
         return out
 
-    n_steps = steps * n_critic
+    n_steps = warm + steps * n_critic
     every = (snapshot_every if snapshot_every > 0 else max(1, steps // 5)) * n_critic
     run_info = {"recipe": "medcf.train.vagan.train_vagan", "data": where, "source": names[s_idx],
-                "target": names[t_idx], "steps": steps, "n_critic": n_critic, "gp_weight": gp_weight,
-                "l1_weight": l1_weight, "batch_size": batch_size, "lr": lr, "base_channels": base_channels,
+                "target": names[t_idx], "steps": steps, "n_critic": n_critic, "critic_warmup": warm,
+                "gp_weight": gp_weight, "l1_weight": l1_weight, "batch_size": batch_size, "lr": lr,
+                "map_lr": map_lr, "base_channels": base_channels,
                 "depth": depth, "critic_channels": critic_channels, "resolution": res, "channels": channels,
                 "oracle": str(oracle) if oracle is not None else None, "snapshot_every": every // n_critic,
                 "val_n": int(val_images.shape[0]), "held_out": held_out, "proximity_weight": proximity_weight,
@@ -258,7 +277,7 @@ def train_vagan(
                         log_every=log_every, checkpoint_every=checkpoint_every or every, progress=progress)
     trainer = Trainer(tconf, models={"M": M, "D": D}, optimizers={"M": opt_M, "D": opt_D},
                       dataset=SourceTargetPairs(train_ds, src, tgt, seed=seed), step_fn=step_fn, export="M",
-                      extra_state=selection, hooks=[Hook(every=every, fn=snapshot)], run_info=run_info)
+                      extra_state=selection, hooks=[Hook(every=n_critic, fn=snapshot)], run_info=run_info)
     model_dir = Path(trainer.fit(resume=resume))
 
     best = selection.best()
@@ -273,7 +292,7 @@ def train_vagan(
         picked = VAGANMap.load(Path(out_dir) / best["snapshot"])
         meta = dict(read_header(model_dir).get("meta", {}))
         meta.update({"data": where, "class_names": list(names), "selection": chosen,
-                     "steps": trainer.step // n_critic})
+                     "steps": max(0, trainer.step - warm) // n_critic})
         picked.save(model_dir, meta=meta)
         log.info("%s: selected snapshot %s (%s)", out_dir, best["snapshot"], rule)
     trainer.unwrap("D").save(Path(out_dir) / "critic", meta={"steps": trainer.step})
