@@ -94,6 +94,17 @@ def test_evaluation_summary_reports_the_monotone_fraction():
     ex = EverySecond(generator=ShiftGenerator(), classifier=MeanClassifier())
     assert evaluate_explainer(ex, Queries(), fid=None, progress=False, batch_size=2)[0]["path_monotone"] == 0.5
 
+    class SaysNormal(nn.Module):  # an oracle that sees class 0 in every image
+        def forward(self, x):
+            return torch.full((x.shape[0], 1), -10.0)
+
+    ex = Progressive(generator=ShiftGenerator(), classifier=MeanClassifier(), config=ProgressiveConfig(take_at=None))
+    summary, _, _ = evaluate_explainer(ex, Queries(), oracle=SaysNormal(), fid=None, progress=False)
+    # the two class-0 queries reach class 1 for the classifier, never for the oracle; the two
+    # class-1 queries cannot reach class 0 (the shift only brightens): not counted
+    assert summary["validity"] == 0.5
+    assert {k: summary["hidden_information"][k] for k in ("count", "n", "rate")} == {"count": 2, "n": 4, "rate": 0.5}
+
 
 def test_bins_and_centres():
     assert posterior_bin(torch.tensor([0.0, 0.05, 0.1, 0.999, 1.0]), 10).tolist() == [0, 0, 1, 9, 9]

@@ -24,7 +24,6 @@ from __future__ import annotations
 
 import os
 import time
-from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 
 import torch
@@ -32,6 +31,9 @@ from torch import Tensor
 
 from medcf.counterfactual._common import domain_sides
 from medcf.counterfactual.base import Explainer, PathConfig
+from medcf.eval.validity import (
+    hidden_information,  # re-exported: the failure mode this page reports
+)
 from medcf.generators.cyclegan import CycleGAN
 from medcf.types import Counterfactual, Target
 
@@ -93,28 +95,6 @@ class CycleGANExplainer(Explainer):
             cf = self.from_path(x, t, path, reference=x, info=info, start_time=start)
         cf.info["translations"] = cf.info["frame_index"]  # k in G^k(x)
         return cf
-
-
-def hidden_information(rows: Iterable[Mapping]) -> dict:
-    """Queries whose counterfactual flips the classifier but not the oracle.
-
-    ``rows`` are per-query rows of ``medcf.eval.evaluate_counterfactuals`` scored with an
-    oracle (keys ``reached`` and ``oracle_reached``). Returns the count, the rate over all
-    queries and over the valid ones, and the flagged query numbers.
-
-    Example:
-        >>> hidden_information([{"query": 0, "reached": True, "oracle_reached": False},
-        ...                     {"query": 1, "reached": True, "oracle_reached": True}])["count"]
-        1
-    """
-    rows = list(rows)
-    if rows and "oracle_reached" not in rows[0]:
-        raise ValueError("hidden_information: rows were scored without an oracle (no 'oracle_reached')")
-    flagged = [r.get("query", i) for i, r in enumerate(rows) if r["reached"] and not r["oracle_reached"]]
-    valid = sum(bool(r["reached"]) for r in rows)
-    return {"count": len(flagged), "n": len(rows), "n_valid": valid,
-            "rate": len(flagged) / len(rows) if rows else float("nan"),
-            "rate_among_valid": len(flagged) / valid if valid else float("nan"), "queries": flagged}
 
 
 def build_cyclegan(classifier_dir: str | os.PathLike, generator_dir: str | os.PathLike, *,

@@ -24,6 +24,7 @@ from medcf.eval.lpips_weights import import_lpips_weights, restricted_load
 from medcf.eval.proximity import l1_distance, ssim
 from medcf.eval.report import evaluate_counterfactuals
 from medcf.eval.validity import (
+    hidden_information,
     not_found,
     not_found_rate,
     oracle_validity,
@@ -49,6 +50,7 @@ __all__ = [
     "evaluate_counterfactuals",
     "foreign_object_preservation",
     "foreign_object_preservation_gt",
+    "hidden_information",
     "import_lpips_weights",
     "inception_weights_path",
     "l1_distance",

@@ -13,6 +13,9 @@ Definitions (per query i with input x_i, counterfactual x'_i, target class t_i):
   f the probability of the ORIGINAL decision's class c_i = decision(x_i),
   the fraction of queries with |f(x_i) - f(x'_i)| > 0.8 among the queries with
   f(x_i) > 0.8 (confident originals whose posterior moved across most of [0, 1]).
+- ``hidden_information``: the queries whose counterfactual reaches the target for the
+  classifier but not for the oracle (the counterfactual fools only the explained
+  model: CycleGAN's hidden-information failure, adversarial changes in general).
 - ``not_found``: the queries for which no counterfactual was found:
   ``~cf.info["found"]`` when the explainer reports a per-query ``found`` bool
   tensor, otherwise the queries that did not reach the target.
@@ -23,6 +26,8 @@ Example:
 """
 
 from __future__ import annotations
+
+from collections.abc import Iterable, Mapping
 
 import torch
 from torch import Tensor, nn
@@ -97,3 +102,25 @@ def not_found(cf: Counterfactual, classifier: nn.Module | None = None) -> Tensor
 def not_found_rate(cf: Counterfactual, classifier: nn.Module | None = None) -> float:
     """Fraction of queries with no counterfactual found."""
     return mean_or_nan(not_found(cf, classifier))
+
+
+def hidden_information(rows: Iterable[Mapping]) -> dict:
+    """Queries whose counterfactual flips the classifier but not the oracle.
+
+    ``rows`` are per-query rows of ``medcf.eval.evaluate_counterfactuals`` scored with an
+    oracle (keys ``reached`` and ``oracle_reached``). Returns the count, the rate over all
+    queries and over the valid ones, and the flagged query numbers.
+
+    Example:
+        >>> hidden_information([{"query": 0, "reached": True, "oracle_reached": False},
+        ...                     {"query": 1, "reached": True, "oracle_reached": True}])["count"]
+        1
+    """
+    rows = list(rows)
+    if rows and "oracle_reached" not in rows[0]:
+        raise ValueError("hidden_information: rows were scored without an oracle (no 'oracle_reached')")
+    flagged = [r.get("query", i) for i, r in enumerate(rows) if r["reached"] and not r["oracle_reached"]]
+    valid = sum(bool(r["reached"]) for r in rows)
+    return {"count": len(flagged), "n": len(rows), "n_valid": valid,
+            "rate": len(flagged) / len(rows) if rows else float("nan"),
+            "rate_among_valid": len(flagged) / valid if valid else float("nan"), "queries": flagged}

@@ -76,7 +76,9 @@ def evaluate_explainer(
     stream: memory stays flat however many queries are scored. Explainers that report a
     per-query ``info["monotone"]`` (progressive exaggeration, DISSECT) add
     ``summary["path_monotone"]``: the fraction of queries whose classifier probability never
-    falls along the explainer's sequence.
+    falls along the explainer's sequence. With an oracle, ``summary["hidden_information"]``
+    counts the queries whose counterfactual reaches the target for the classifier but not for
+    the oracle (``medcf.eval.hidden_information``).
 
     Example:
         >>> summary, rows, ex = evaluate_explainer(ls, open_dataset("data", split="test"),
@@ -84,7 +86,7 @@ def evaluate_explainer(
     """
     from collections import deque
 
-    from medcf.eval import evaluate_counterfactuals
+    from medcf.eval import evaluate_counterfactuals, hidden_information
 
     fid_extractor: Any = None
     real = None
@@ -145,6 +147,8 @@ def evaluate_explainer(
         inception_weights=inception_weights)
     if has_monotone[0] and monotone:
         summary["path_monotone"] = sum(monotone) / len(monotone)
+    if oracle is not None and rows:               # classifier flipped, oracle not: fooled only the model
+        summary["hidden_information"] = {k: v for k, v in hidden_information(rows).items() if k != "queries"}
     return summary, rows, examples
 
 
