@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import json
 import math
+from pathlib import Path
 
 import pytest
 import torch
@@ -74,3 +75,17 @@ def test_disentangler_learns_within_the_full_objective(toy, tmp_path):
     last = sorted(r["dis"] for r in rows[-4:])
     assert last[1] < 0.45, [r["dis"] for r in rows]      # at most ~2/3 of chance (ln 2 = 0.69) at the end
     assert sum(r["dis_acc"] for r in rows[-4:]) / 4 > 0.75
+
+
+def test_benchmark_prepare_passes_the_disentangler_settings(toy, tmp_path):
+    from medcf.train.progressive import prepare_dissect
+
+    profile = {"steps": 2, "width": 4, "batch_size": 4, "dis_weight": 5.0, "dis_lr": 3e-4}
+    kw = prepare_dissect(toy / "data", tmp_path / "bench", classifier_dir=toy / "classifier", task="cardiomegaly",
+                         profile=profile, progress=False)
+    info = json.loads((Path(kw["generator_dir"]) / "run.json").read_text())["run_info"]
+    assert info["concepts"] == 2 and info["weights"]["dis"] == 5.0 and info["dis_lr"] == 3e-4
+    # another disentangler weight is another cached stage, not the first one reused
+    other = prepare_dissect(toy / "data", tmp_path / "bench", classifier_dir=toy / "classifier",
+                            task="cardiomegaly", profile={**profile, "dis_weight": 7.0}, progress=False)
+    assert other["generator_dir"] != kw["generator_dir"]
