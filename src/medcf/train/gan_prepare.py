@@ -21,8 +21,8 @@ from __future__ import annotations
 import os
 from typing import Any
 
-# quick-profile sizes (32 px): GVR 17 s to train + 0.8 s for 48 queries per task, VA-GAN 6 s + 0.3 s,
-# measured at load average ~8 on 2 cores (docs/gvr.md)
+# quick-profile sizes (32 px): GVR 17 s to train + 0.8 s for 48 queries per task, measured at load average ~8
+# on 2 cores (docs/gvr.md); VA-GAN (100 critic-only + 40 x 2 updates) 70 s + 1 s at load ~9 (docs/vagan.md)
 GVR_DEFAULTS = {"loss": "wgan-gp", "steps": 50, "n_critic": 2, "batch_size": 16, "z_dim": 64,
                 "base_channels": 16, "encoder_steps": 60, "encoder_batch_size": 16}
 GVR_EXPLAIN = {"max_steps": 40, "step_size": 0.05}
