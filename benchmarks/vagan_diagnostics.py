@@ -12,11 +12,18 @@ the source class adds a bright 4x4 blob) trained with ``medcf.train.vagan.train_
 prints the map's NCC with the blob mask, its mean |M| inside and outside the blob, and the
 signed change inside (the blob is +0.5). One seed per setting: a quick ablation, not a study.
 
+``snapshots``: every snapshot of a VA-GAN run (and the selected model) on the first ``--n``
+held-out source images that have a lesion mask: NCC and pixel AUROC of |M(x)| with the mask,
+mean |M| inside and outside the lesion, the signed change inside, and the fraction of
+``y = x + M(x)`` that a classifier (and an oracle) assign to the map's target class.
+
 Usage:
     OMP_NUM_THREADS=1 .venv/bin/python benchmarks/vagan_diagnostics.py critic --data DATA_DIR \\
         --source opacity --target clear --steps 800
     OMP_NUM_THREADS=1 .venv/bin/python benchmarks/vagan_diagnostics.py toy --out /tmp/toy \\
         --critic-warmup 200 --map-lr 1e-5
+    OMP_NUM_THREADS=1 .venv/bin/python benchmarks/vagan_diagnostics.py snapshots --run RUN --data DATA_DIR \\
+        --classifier CLF_RUN --oracle ORACLE_RUN
 """
 
 from __future__ import annotations
@@ -126,6 +133,44 @@ def toy(args) -> None:
           f"({time.perf_counter() - t0:.0f} s)")
 
 
+def snapshots(args) -> None:
+    from pathlib import Path
+
+    from medcf.classifiers import load_classifier
+    from medcf.counterfactual.base import log_odds_of
+    from medcf.eval.localization import auroc, ncc
+    from medcf.generators.vagan import load_vagan_map
+
+    run = Path(args.run)
+    dirs = sorted(p for p in (run / "snapshots").iterdir() if p.is_dir()) + [run / "model"]
+    first = load_vagan_map(dirs[0])
+    names = first.config.class_names
+    s, t = names.index(first.config.source_class), names.index(first.config.target_class)
+    x, y, mask = _first_images(args.data, "val", 10 ** 9)
+    keep = (y == s) & (mask.flatten(1).amax(1) > 0)
+    x, mask = x[keep][:args.n], mask[keep][:args.n]                  # [n, C, R, R], [n, 1, R, R]
+    judges = {k: load_classifier(v, **({"kind": "oracle"} if k == "oracle" else {}))
+              for k, v in (("classifier", args.classifier), ("oracle", args.oracle)) if v}
+
+    def to_target(net, images):
+        target = torch.full((images.shape[0],), t, dtype=torch.long)
+        with torch.no_grad():
+            return float((log_odds_of(net(images).float(), target, head=getattr(net, "head", None)) >= 0).float().mean())
+
+    print(f"{len(x)} held-out {names[s]!r} images with a lesion; on x itself: "
+          + ", ".join(f"{k} -> {names[t]!r} {to_target(n, x):.3f}" for k, n in judges.items()))
+    inside, outside = mask.sum(), (1 - mask).sum()
+    for d in dirs:
+        M = load_vagan_map(d)
+        with torch.no_grad():
+            m, cf = M(x), M.counterfactual(x)
+        a = m.abs()
+        print(f"{d.name}: NCC {ncc(a, mask).nanmean():.3f}, AUROC {auroc(a, mask).nanmean():.3f}, |M| in lesion "
+              f"{(a * mask).sum() / inside:.3f}, outside {(a * (1 - mask)).sum() / outside:.4f}, signed in lesion "
+              f"{(m * mask).sum() / inside:.3f}; "
+              + ", ".join(f"{k} -> {names[t]!r} {to_target(n, cf):.3f}" for k, n in judges.items()), flush=True)
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     sub = ap.add_subparsers(dest="cmd", required=True)
@@ -148,9 +193,15 @@ def main() -> None:
     t.add_argument("--lr", type=float, default=1e-4)
     t.add_argument("--map-lr", type=float, default=1e-5)
     t.add_argument("--l1-weight", type=float, default=10.0)
+    n = sub.add_parser("snapshots", help="localization and validity of every snapshot of a VA-GAN run")
+    n.add_argument("--run", required=True)
+    n.add_argument("--data", required=True)
+    n.add_argument("--classifier", default=None)
+    n.add_argument("--oracle", default=None)
+    n.add_argument("--n", type=int, default=96)
     args = ap.parse_args()
     torch.set_num_threads(1)
-    (critic_probe if args.cmd == "critic" else toy)(args)
+    {"critic": critic_probe, "toy": toy, "snapshots": snapshots}[args.cmd](args)
 
 
 if __name__ == "__main__":
