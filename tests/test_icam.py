@@ -313,6 +313,40 @@ def test_reference_swap_and_target_a():
         e.explain(x, target=0)
 
 
+class _LossyBrightnessICAM(_BrightnessICAM):
+    """As _BrightnessICAM, but the content loses pixel (0, 0) (a 'foreign object' G cannot render)."""
+
+    def encode(self, x):
+        c, m = super().encode(x)
+        c = c.clone()
+        c[..., 0, 0] = 0.0
+        return c, m
+
+
+def test_residual_composition_keeps_what_the_decoder_cannot_render():
+    x = _image(-0.25)
+    x[..., 0, 0] = 0.6                                      # the "foreign object"
+    model = _LossyBrightnessICAM(ICAMConfig(**{**TINY, "attr_dim": 1}, class_names=("normal", "cardiomegaly")))
+    model.attr_mean.copy_(torch.tensor([[-0.5], [0.5]]))
+    gen = ICAMExplainer(icam=model, classifier=_MeanClassifier(),
+                        config=ICAMExplainerConfig(variance_samples=0)).explain(x, target=1)
+    res = ICAMExplainer(icam=model, classifier=_MeanClassifier(),
+                        config=ICAMExplainerConfig(variance_samples=0, compose="residual")).explain(x, target=1)
+    m = float(x.mean())                                     # the attribute of x
+    # residual: x + G(c, a) - G(c, a_x) = x + (a - a_x); frame 0 is x; the object is kept
+    assert torch.allclose(res.path[0], x, atol=1e-6)
+    shift = (res.info["alpha_taken"][0]) * (0.5 - m)
+    assert torch.allclose(res.counterfactual, x + shift, atol=1e-5)
+    assert float(res.counterfactual[0, 0, 0, 0]) == pytest.approx(0.6 + shift, abs=1e-5)
+    # generated: the object is lost (pixel (0, 0) is the attribute alone)
+    a_gen = m + gen.info["alpha_taken"][0] * (0.5 - m)
+    assert float(gen.counterfactual[0, 0, 0, 0]) == pytest.approx(a_gen, abs=1e-5)
+    assert torch.allclose(res.reconstruction, gen.reconstruction)   # G(c, a_x) in both
+    assert res.info["compose"] == "residual"
+    with pytest.raises(ValueError, match="compose"):
+        ICAMExplainerConfig(compose="sum")
+
+
 def test_variance_map_is_the_variance_of_the_sampled_attribute():
     cf = _toy(attribute="sample", variance_samples=400).explain(_image(-0.25), target=1)
     var = cf.info["variance_map"]

@@ -10,7 +10,9 @@ a_t and decode G(c, a_t). ``attribute`` chooses a_t:
 
 The GIF frames interpolate the attribute, G(c, (1 - α) a_x + α a_t) for α = 0 .. ``max_alpha``
 over ``max_steps`` + 1 frames; the counterfactual is the first frame reaching ``take_at``
-(or ``threshold``), else the best (``Explainer.from_path``). The attribution map is
+(or ``threshold``), else the best (``Explainer.from_path``). With ``compose="residual"`` the
+frames are x + G(c, a) - G(c, a_x) (frame 0 is x itself): what the decoder cannot render,
+foreign objects included, is kept. The attribution map is
 cf - x (``difference``); with ``variance_samples`` > 1 a variance map over that many
 sampled target attributes is ``info["variance_map"]`` [B, 1, H, W]. ICAM's own decision
 (its classifier on the attribute code) is in ``info["icam_prob_original"]`` (the target
@@ -35,7 +37,7 @@ from dataclasses import dataclass
 import torch
 from torch import Tensor
 
-from medcf.counterfactual._common import domain_sides
+from medcf.counterfactual._common import COMPOSE_MODES, domain_sides
 from medcf.counterfactual.base import Explainer, PathConfig
 from medcf.errors import MedcfError, ShapeError
 from medcf.generators.icam import ICAM
@@ -51,6 +53,7 @@ class ICAMExplainerConfig(PathConfig):
     max_alpha: float = 1.0              # last frame's interpolation weight (> 1 extrapolates)
     variance_samples: int = 8           # sampled target attributes for the variance map (0/1: none)
     seed: int = 0                       # draws of "sample" and the variance map
+    compose: str = "generated"          # frames: G(c, a) | "residual": x + G(c, a) - G(c, a_x)
 
     def __post_init__(self):
         super().__post_init__()
@@ -63,6 +66,8 @@ class ICAMExplainerConfig(PathConfig):
             raise ValueError(f"{where}.max_alpha: must be > 0, got {self.max_alpha}")
         if self.variance_samples < 0:
             raise ValueError(f"{where}.variance_samples: must be >= 0, got {self.variance_samples}")
+        if self.compose not in COMPOSE_MODES:
+            raise ValueError(f"{where}.compose: expected one of {list(COMPOSE_MODES)}, got {self.compose!r}")
 
 
 class ICAMExplainer(Explainer):
@@ -122,9 +127,12 @@ class ICAMExplainer(Explainer):
             alphas = torch.linspace(0.0, cfg.max_alpha, cfg.max_steps + 1, device=x.device)
             codes = torch.stack([(1 - al) * a_x + al * a_t for al in alphas])   # [T, B, A]
             path = torch.stack([self.icam.decode(content, z) for z in codes])   # [T, B, C, H, W]
-            info = {"attribute": cfg.attribute, "alpha": alphas.tolist(),
+            recon = path[0]                                                     # G(c, a_x)
+            if cfg.compose == "residual":                                       # keep what G cannot render
+                path = (x + (path - recon)).clamp(-1.0, 1.0)
+            info = {"attribute": cfg.attribute, "alpha": alphas.tolist(), "compose": cfg.compose,
                     "domains": [mcfg.domain_name("a"), mcfg.domain_name("b")]}
-            cf = self.from_path(x, t, path, reference=x, latents=codes, reconstruction=path[0], info=info,
+            cf = self.from_path(x, t, path, reference=x, latents=codes, reconstruction=recon, info=info,
                                 start_time=start)
             # ICAM's own decision: its classifier on the attribute code, as p(target)
             sign = rows.float() * 2 - 1                                         # +1: target B
