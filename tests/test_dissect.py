@@ -89,3 +89,34 @@ def test_benchmark_prepare_passes_the_disentangler_settings(toy, tmp_path):
     other = prepare_dissect(toy / "data", tmp_path / "bench", classifier_dir=toy / "classifier",
                             task="cardiomegaly", profile={**profile, "dis_weight": 7.0}, progress=False)
     assert other["generator_dir"] != kw["generator_dir"]
+
+
+def test_dissect_monotone_along_the_generated_frames_as_progressive():
+    from medcf.counterfactual.dissect import Dissect
+
+    class Classifier(torch.nn.Module):  # logit = 10 * mean(x)
+        class_names = ("normal", "cardiomegaly")
+
+        def forward(self, x):
+            return x.flatten(1).mean(1, keepdim=True) * 10.0
+
+    class Darker(torch.nn.Module):  # G(x, c, k) = x + (k + 1) (c + 0.5) / 10 - 0.3: G(x, b_x) is below x
+        def __init__(self):
+            super().__init__()
+            from medcf.generators.progressive import ProgressiveGeneratorConfig
+
+            self.config = ProgressiveGeneratorConfig(resolution=RES, channels=1, bins=10, concepts=2, width=4,
+                                                     downsamples=1, blocks=0)
+            self.classifier_hash = ""
+
+        def delta(self, x, c, k=None):
+            k = torch.zeros_like(c) if k is None else k
+            return ((k + 1) * (c.float() + 0.5) / 10).view(-1, 1, 1, 1).expand_as(x) - 0.3
+
+        def forward(self, x, c, k=None):
+            return x + self.delta(x, c, k)
+
+    x = torch.full((2, 1, RES, RES), -0.5)  # logit -5; frames G(x, c, k) rise with c, G(x, 0, k) < x
+    cf = Dissect(generator=Darker(), classifier=Classifier()).explain(x, target=1)
+    assert cf.info["monotone"] == [True, True] and cf.info["monotone_from_query"] == [False, False]
+    assert all(c["monotone"] == [True, True] for c in cf.info["concepts"])

@@ -5,8 +5,8 @@ For each concept k the generator ``G(x, c, k)`` gives its own trajectory over th
 posterior bins (as in ``Progressive``); a disentangler trained with the generator pushes
 the K trajectories to differ. ``explain`` returns all K: ``cf.concept_paths``
 [K, T, B, C, H, W] and ``cf.concept_probs`` [K, T, B], with per-concept crossing and
-monotonicity in ``info["concepts"]``. The main counterfactual (``cf.counterfactual``,
-``cf.path``) follows ``config.concept`` or, when it is None, per query the concept that
+monotonicity (along the generated frames G(x, c, k), as ``Progressive``) in
+``info["concepts"]``. The main counterfactual (``cf.counterfactual``, ``cf.path``) follows ``config.concept`` or, when it is None, per query the concept that
 reaches ``take_at`` in the fewest bins (ties: the higher final probability).
 
 Example:
@@ -64,7 +64,7 @@ class Dissect(Progressive):
             choice = take_along_path(logs_t[k], self.config.threshold, self.config.take_at)
             per.append({"found": choice.found.tolist(), "frame_index": choice.index.tolist(),
                         "prob": torch.sigmoid(gather_frames(logs_t[k], choice.index)).tolist(),
-                        "monotone": monotone_fraction(torch.sigmoid(logs_t[k])).tolist()})
+                        "monotone": monotone_fraction(torch.sigmoid(logs_t[k, 1:])).tolist()})
         if self.config.concept is not None:
             chosen = torch.full((x.shape[0],), self.config.concept, dtype=torch.long)
         else:
@@ -79,7 +79,9 @@ class Dissect(Progressive):
         s = logs_t[chosen.to(logs_t.device), :, b_idx].transpose(0, 1)       # [T, B]
         cf = self.from_path(x, t, path, s, info={"concept": chosen.tolist(), "concepts": per},
                             start_time=start)
-        cf.info["monotone"] = monotone_fraction(torch.sigmoid(s)).tolist()
+        p = torch.sigmoid(s)                                             # [bins + 1, B]: frame 0 is x
+        cf.info["monotone"] = monotone_fraction(p[1:]).tolist()          # along G(x, c, k), as Progressive
+        cf.info["monotone_from_query"] = monotone_fraction(p).tolist()
         keep = self.config.keep_path
         return _with_concepts(cf, paths_t if keep else None, torch.sigmoid(logs_t) if keep else None)
 
