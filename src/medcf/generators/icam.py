@@ -5,10 +5,11 @@ Parts (``dims`` = 2 for images [B, C, H, W], 3 for volumes [B, C, D, H, W]; 2D i
 
 - ``ContentEncoder``: x -> content [B, Cc, S, S] (S = resolution / 2**downsample);
 - ``AttributeEncoder``: x -> (mean, log-variance) [B, attr_dim];
-- ``Decoder``: (content, attribute) -> image in (-1, 1); the attribute is tiled and
-  concatenated at every scale;
+- ``Decoder``: (content, attribute) -> image in (-1, 1); the attribute is concatenated at
+  the input and modulates every normalisation (AdaGN, saved-format version 2);
 - ``attr_classifier``: ICAM's own classifier, one logit for domain B from the attribute mean;
-- ``ImageDiscriminator`` (training only): patch real/fake map + a classification head;
+- ``ImageDiscriminator`` (training only): patch real/fake map + a whole-image classification
+  branch (the class signal for the attribute-swapped images);
 - ``ContentDiscriminator`` (training only): predicts the domain from the content code,
   which the encoders learn to defeat.
 
@@ -16,7 +17,7 @@ Parts (``dims`` = 2 for images [B, C, H, W], 3 for volumes [B, C, D, H, W]; 2D i
 and standard deviation of the attribute code over the training data (``attr_mean``,
 ``attr_std`` [2, attr_dim], row 0: domain A) used by the explainer. ``icam_losses``
 computes the generator objective (adversarial, self- and cross-cycle L1, KL, attribute
-classification, content adversarial); the recipe is ``medcf.train.icam``.
+classification, content adversarial, latent regression); the recipe is ``medcf.train.icam``.
 
 Example:
     >>> model = ICAM(ICAMConfig(resolution=32, width=8, attr_dim=4)).eval()
