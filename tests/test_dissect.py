@@ -13,8 +13,7 @@ from pathlib import Path
 import pytest
 import torch
 
-from medcf.classifiers import ResNetClassifier, ResNetConfig
-from medcf.data import SynthConfig, write_synthetic
+from _progressive_toy import write_toy
 from medcf.generators.progressive import Disentangler
 from medcf.train.progressive import concept_batch, train_progressive
 
@@ -51,14 +50,7 @@ def test_disentangler_reads_the_pattern_of_the_change_not_its_size():
 
 @pytest.fixture(scope="module")
 def toy(tmp_path_factory):
-    root = tmp_path_factory.mktemp("dissect")
-    write_synthetic(SynthConfig(resolution=RES), 48, root / "data", seed=0, progress=False)
-    clf = ResNetClassifier(ResNetConfig(in_channels=1, resolution=RES, class_names=("normal", "cardiomegaly"),
-                                        num_outputs=2, widths=(4,), blocks=(1,)), seed=0)
-    with torch.no_grad():
-        clf.fc.weight.normal_(0, 2.0, generator=torch.Generator().manual_seed(0))
-    clf.save(root / "classifier" / "model")
-    return root
+    return write_toy(tmp_path_factory.mktemp("dissect"), RES)
 
 
 def test_disentangler_learns_within_the_full_objective(toy, tmp_path):

@@ -12,10 +12,10 @@ import torch.nn.functional as F
 from torch import nn
 
 from _cli import run_cli, strict_json
+from _progressive_toy import write_toy
 from medcf.classifiers import ResNetClassifier, ResNetConfig
 from medcf.counterfactual.dissect import Dissect, DissectConfig
 from medcf.counterfactual.progressive import Progressive, ProgressiveConfig
-from medcf.data import SynthConfig, write_synthetic
 from medcf.errors import CheckpointError
 from medcf.generators.progressive import (
     CondBatchNorm,
@@ -191,14 +191,7 @@ def test_classifier_consistency_is_kl_up_to_a_constant():
 
 @pytest.fixture(scope="module")
 def toy(tmp_path_factory):
-    root = tmp_path_factory.mktemp("prog")
-    write_synthetic(SynthConfig(resolution=RES), 48, root / "data", seed=0, progress=False)
-    clf = ResNetClassifier(ResNetConfig(in_channels=1, resolution=RES, class_names=("normal", "cardiomegaly"),
-                                        num_outputs=2, widths=(4,), blocks=(1,)), seed=0)
-    with torch.no_grad():
-        clf.fc.weight.normal_(0, 2.0, generator=torch.Generator().manual_seed(0))
-    clf.save(root / "classifier" / "model")
-    return root
+    return write_toy(tmp_path_factory.mktemp("prog"), RES)
 
 
 def _small(**kw):
