@@ -267,6 +267,47 @@ def test_repeated_translation_stops_at_the_crossing():
     assert missed.info["found"] == [False] and not missed.flipped.any()
 
 
+class _GrowAndSmudge(nn.Module):
+    """A -> B: brightens a central 12 x 12 block by 1.0 (the 'organ') and nudges one corner
+    pixel (the 'foreign object' redrawn imperfectly) by 0.3."""
+
+    def forward(self, x):
+        y = x.clone()
+        y[..., 10:22, 10:22] += 1.0
+        y[..., 1, 1] += 0.3
+        return y
+
+
+def test_masked_composition_keeps_the_organ_change_and_the_input_elsewhere():
+    model = _toy_cyclegan()
+    model.g_ab = _GrowAndSmudge()
+    x = torch.full((1, 1, 32, 32), -0.2)
+    plain = CycleGANExplainer(cyclegan=model, classifier=_MeanClassifier(),
+                              config=CycleGANExplainerConfig(max_steps=2)).explain(x, target=1)
+    assert plain.counterfactual[0, 0, 1, 1] > x[0, 0, 1, 1] + 0.2          # generated: the smudge is in
+    ex = CycleGANExplainer(cyclegan=model, classifier=_MeanClassifier(),
+                           config=CycleGANExplainerConfig(max_steps=2, compose="masked", mask_threshold=0.6,
+                                                          mask_dilate=1, mask_smooth=2))
+    cf = ex.explain(x, target=1)
+    assert cf.info["compose"] == "masked"
+    # frame k is x + k inside the (dilated) block: the block's smoothed change is the peak
+    assert torch.allclose(cf.path[1][0, 0, 12:20, 12:20], torch.full((8, 8), 0.8))
+    assert torch.allclose(cf.path[2][0, 0, 12:20, 12:20], torch.full((8, 8), 1.8))
+    outside = torch.ones(32, 32, dtype=torch.bool)
+    outside[9:23, 9:23] = False                                              # block + 1-pixel dilation
+    for frame in cf.path:
+        assert torch.equal(frame[0, 0][outside], x[0, 0][outside])          # the input, bit for bit
+    assert cf.counterfactual[0, 0, 1, 1] == x[0, 0, 1, 1]                   # the smudge is dropped
+    assert cf.flipped.all()
+
+
+@pytest.mark.parametrize("kw, word", [({"compose": "residual"}, "compose"), ({"mask_threshold": 0.0}, "mask_threshold"),
+                                      ({"mask_dilate": -1}, "mask_dilate"), ({"mask_smooth": 1.5}, "mask_smooth")])
+def test_explainer_config_rejects_bad_mask_settings(kw, word):
+    with pytest.raises(ValueError, match=word):
+        CycleGANExplainerConfig(**kw)
+
+
 def test_target_outside_the_domains_is_refused():
     e = CycleGANExplainer(cyclegan=_toy_cyclegan(("other", "x")), classifier=_MeanClassifier())
     with pytest.raises(MedcfError, match="not one of CycleGAN's domains"):

@@ -5,7 +5,9 @@ from __future__ import annotations
 import contextlib
 import math
 
-from torch import nn
+import torch
+import torch.nn.functional as F
+from torch import Tensor, nn
 
 # How explainers show a frame: the generator's image, or the input plus the generator's change.
 COMPOSE_MODES = ("generated", "residual")
@@ -52,3 +54,48 @@ def domain_sides(classifier, model, t, who: str) -> list[str]:
                              f"({cfg.domain_name('a')!r}, {cfg.domain_name('b')!r})")
         sides.append(side)
     return sides
+
+
+def change_mask(x: Tensor, changed: Tensor, threshold: float, dilate: int, smooth: int = 0) -> Tensor:
+    """[B, 1, H, W] bool: where the mean |changed - x| over channels, box-averaged over a
+    ``2 * smooth + 1`` window (0: per pixel), is >= ``threshold`` x its per-image maximum,
+    dilated by ``dilate`` pixels (empty where nothing changed). Smoothing lets a large-area
+    change (an organ) through and drops small isolated differences (a foreign object the
+    generator redrew slightly differently).
+
+    Example:
+        >>> x = torch.zeros(1, 1, 8, 8); y = x.clone(); y[0, 0, 4, 4] = 1.0
+        >>> int(change_mask(x, y, 0.5, 1).sum())
+        9
+    """
+    diff = (changed - x).abs().mean(1, keepdim=True)                      # [B, 1, H, W]
+    if smooth:
+        diff = F.avg_pool2d(diff, 2 * smooth + 1, stride=1, padding=smooth, count_include_pad=False)
+    peak = diff.flatten(1).amax(1).view(-1, 1, 1, 1)
+    m = (diff >= threshold * peak) & (peak > 0)
+    if dilate:
+        m = F.max_pool2d(m.float(), 2 * dilate + 1, stride=1, padding=dilate) > 0
+    return m
+
+
+def check_mask_settings(where: str, threshold: float, dilate: int, smooth: int) -> None:
+    """ValueError unless 0 < threshold <= 1 and dilate, smooth are integers >= 0."""
+    if not 0.0 < threshold <= 1.0:
+        raise ValueError(f"{where}.mask_threshold: must lie in (0, 1], got {threshold}")
+    for name, v in (("mask_dilate", dilate), ("mask_smooth", smooth)):
+        if not isinstance(v, int) or v < 0:
+            raise ValueError(f"{where}.{name}: must be an integer >= 0, got {v!r}")
+
+
+def masked_frames(x: Tensor, path: Tensor, threshold: float, dilate: int, smooth: int) -> Tensor:
+    """Frames [T, B, C, H, W] -> x + m_t * (frame_t - x), with m_t = ``change_mask`` of each
+    frame's own change: outside its mask every frame is the input, bit for bit.
+
+    Example:
+        >>> x = torch.zeros(1, 1, 8, 8); f = x.clone(); f[0, 0, 2:6, 2:6] = 1.0; f[0, 0, 0, 7] = 0.2
+        >>> out = masked_frames(x, torch.stack([x, f]), 0.5, 0, 1)
+        >>> float(out[1, 0, 0, 3, 3]), float(out[1, 0, 0, 0, 7])   # the square kept, the speck dropped
+        (1.0, 0.0)
+    """
+    masks = torch.stack([change_mask(x, f, threshold, dilate, smooth) for f in path])  # [T, B, 1, H, W]
+    return torch.where(masks, path, x.unsqueeze(0))

@@ -52,6 +52,7 @@ class PathConfig:
     take_at: float | None = None          # take the counterfactual at this probability (>= threshold);
                                           # None: at the threshold. Validity is still judged at threshold
     keep_path: bool = True                # return every frame ([T, B, C, H, W])
+    compose_modes: ClassVar[tuple[str, ...]] = COMPOSE_MODES  # the ``compose`` values a subclass accepts
 
     def __post_init__(self):
         where = type(self).__name__
@@ -60,8 +61,8 @@ class PathConfig:
         if self.take_at is not None and not self.threshold <= self.take_at < 1.0:
             raise ValueError(f"{where}.take_at: must lie in [threshold, 1) or be None, got {self.take_at}")
         compose = getattr(self, "compose", None)
-        if compose is not None and compose not in COMPOSE_MODES:
-            raise ValueError(f"{where}.compose: expected one of {list(COMPOSE_MODES)}, got {compose!r}")
+        if compose is not None and compose not in self.compose_modes:
+            raise ValueError(f"{where}.compose: expected one of {list(self.compose_modes)}, got {compose!r}")
 
     @property
     def take_logit(self) -> float:

@@ -47,6 +47,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor
 
+from medcf.counterfactual._common import change_mask, check_mask_settings
 from medcf.counterfactual.base import Explainer, PathConfig
 from medcf.errors import CheckpointError, MedcfError
 from medcf.generators.diffusion import KIND, DiffusionModel, check_diffusion_input
@@ -68,6 +69,7 @@ class DiffusionCFConfig(PathConfig):
     max_tries: int = 3                # denoising runs per query (1: no escalation)
     mask_threshold: float = 0.25      # masked: |difference| >= this fraction of its per-image maximum
     mask_dilate: int = 2              # masked: dilation radius of the mask in pixels
+    mask_smooth: int = 0              # masked: box-average radius of |difference| before thresholding
     seed: int = 0                     # noise used to reach t0
     take: str = "final"               # final: the denoised sample (or the input if already there);
                                       # trajectory: the shared take_at rule over every x0-hat frame
@@ -80,15 +82,13 @@ class DiffusionCFConfig(PathConfig):
             raise ValueError(f"{where}.mode: expected one of {list(MODES)}, got {self.mode!r}")
         if not 0.0 < self.t0 <= 1.0:
             raise ValueError(f"{where}.t0: must lie in (0, 1], got {self.t0}")
-        if self.steps < 1 or self.max_tries < 1 or self.mask_dilate < 0:
-            raise ValueError(f"{where}: steps, max_tries >= 1 and mask_dilate >= 0 required, got "
-                             f"{self.steps}, {self.max_tries}, {self.mask_dilate}")
+        if self.steps < 1 or self.max_tries < 1:
+            raise ValueError(f"{where}: steps, max_tries >= 1 required, got {self.steps}, {self.max_tries}")
         if self.guidance < 0 or self.l1 < 0 or self.lpips < 0 or self.escalate < 1:
             raise ValueError(f"{where}: guidance, l1, lpips >= 0 and escalate >= 1 required")
         if self.take not in TAKES:
             raise ValueError(f"{where}.take: expected one of {list(TAKES)}, got {self.take!r}")
-        if not 0.0 < self.mask_threshold <= 1.0:
-            raise ValueError(f"{where}.mask_threshold: must lie in (0, 1], got {self.mask_threshold}")
+        check_mask_settings(where, self.mask_threshold, self.mask_dilate, self.mask_smooth)
 
 
 @dataclass
@@ -104,23 +104,6 @@ def _rms_normalise(g: Tensor) -> Tensor:
     """[B, ...] -> each sample scaled to unit root-mean-square (zero stays zero)."""
     rms = g.flatten(1).pow(2).mean(1).sqrt().clamp_min(1e-12)
     return g / rms.view(-1, *([1] * (g.ndim - 1)))
-
-
-def change_mask(x: Tensor, changed: Tensor, threshold: float, dilate: int) -> Tensor:
-    """[B, 1, H, W] bool: where mean |changed - x| over channels is >= ``threshold`` x its per-image
-    maximum, dilated by ``dilate`` pixels (empty where nothing changed).
-
-    Example:
-        >>> x = torch.zeros(1, 1, 8, 8); y = x.clone(); y[0, 0, 4, 4] = 1.0
-        >>> int(change_mask(x, y, 0.5, 1).sum())
-        9
-    """
-    diff = (changed - x).abs().mean(1, keepdim=True)                      # [B, 1, H, W]
-    peak = diff.flatten(1).amax(1).view(-1, 1, 1, 1)
-    m = (diff >= threshold * peak) & (peak > 0)
-    if dilate:
-        m = F.max_pool2d(m.float(), 2 * dilate + 1, stride=1, padding=dilate) > 0
-    return m
 
 
 class DiffusionCF(Explainer):
@@ -283,7 +266,8 @@ class DiffusionCF(Explainer):
                 first, _, _, calls = self._escalated(x, t, noise, None, labels)
                 plain = self._denoise(x, t, noise, torch.zeros(x.shape[0], device=x.device), None, labels)
                 calls += plain.calls                                          # unguided, same noise:
-                m1 = change_mask(plain.final, first, cfg.mask_threshold, cfg.mask_dilate)  # the guidance's change
+                m1 = change_mask(plain.final, first, cfg.mask_threshold,  # the guidance's change
+                                 cfg.mask_dilate, cfg.mask_smooth)
                 mask = m1.expand_as(x)
                 info["mask_fraction"] = m1.float().flatten(1).mean(1).tolist()
             final, frames, scale, more = self._escalated(x, t, noise, mask, labels)
