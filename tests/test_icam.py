@@ -43,7 +43,9 @@ def _synth(n=16, resolution=32, seed=0):
 @pytest.mark.parametrize("kw, word", [({"channels": 2}, "channels"), ({"dims": 4}, "dims"),
                                       ({"resolution": 30}, "divisible"), ({"domain_b": 0}, "differ"),
                                       ({"resolution": 8, "downsample": 1, "disc_layers": 3}, "too small"),
-                                      ({"content_noise": -0.1}, "content_noise"), ({"version": 1}, "version 1")])
+                                      ({"content_noise": -0.1}, "content_noise"), ({"version": 1}, "version 1"),
+                                      ({"attr_map": 3}, "attr_map"), ({"attr_map": 32}, "attr_map"),
+                                      ({"attr_map": 4, "version": 2}, "version 3")])
 def test_config_rejects_bad_values(kw, word):
     with pytest.raises(ValueError, match=word):
         ICAMConfig(**{**TINY, **kw})
@@ -100,12 +102,60 @@ def test_a_checkpoint_of_the_old_format_is_a_one_line_error(tmp_path):
 
     ICAM(ICAMConfig(**TINY)).save(tmp_path / "m")
     header = json.loads((tmp_path / "m" / "config.json").read_text())
-    assert header["config"]["version"] == 2
+    assert header["config"]["version"] == 3
     del header["config"]["version"]                 # what a version-1 ICAM wrote
     (tmp_path / "m" / "config.json").write_text(json.dumps(header))
     with pytest.raises(CheckpointError, match=r"saved-format version 1 .*retrain") as e:
         ICAM.load(tmp_path / "m")
     assert "\n" not in str(e.value)
+
+
+def test_a_version_2_checkpoint_still_loads(tmp_path):
+    # version 3 only added attr_map (0 = version 2's vector code): a version-2 file is the same model
+    model = ICAM(ICAMConfig(**TINY), seed=3).eval()
+    model.save(tmp_path / "m")
+    header = json.loads((tmp_path / "m" / "config.json").read_text())
+    header["config"]["version"] = 2
+    del header["config"]["attr_map"]                # what a version-2 ICAM wrote
+    (tmp_path / "m" / "config.json").write_text(json.dumps(header))
+    back = ICAM.load(tmp_path / "m")
+    x = torch.rand(2, 1, 32, 32) * 2 - 1
+    assert back.config.version == 2 and back.config.attr_map == 0
+    assert torch.equal(back.decode(*back.encode(x)), model.decode(*model.encode(x)))
+
+
+def test_spatial_attribute_code_shapes_step_and_round_trip(tmp_path):
+    cfg = ICAMConfig(**{**TINY, "attr_dim": 2, "attr_map": 4})
+    assert cfg.code_size == 2 * 4 * 4
+    model, di, dc = ICAM(cfg, seed=0), ImageDiscriminator(cfg), ContentDiscriminator(cfg)
+    a, b = torch.rand(2, 1, 32, 32) * 2 - 1, torch.rand(2, 1, 32, 32) * 2 - 1
+    out = model(a, b, generator=torch.Generator().manual_seed(0))
+    assert out.mean_a.shape == out.logvar_a.shape == out.mean_cross_b.shape == (2, 32)
+    assert out.cross_b.shape == a.shape and model.classify(out.mean_a).shape == (2,)
+    assert model.attr_mean.shape == (2, 32)
+    icam_losses(out, model, di, dc, a, b, ICAMWeights(fam=1.0))["total"].backward()
+    assert all(p.grad is not None and torch.isfinite(p.grad).all() for p in model.parameters())
+    model.eval().save(tmp_path / "m")
+    back = ICAM.load(tmp_path / "m")
+    assert back.config.attr_map == 4 and back.config.version == 3
+    assert torch.equal(back.decode(*back.encode(a)), model.decode(*model.encode(a)))
+    v = torch.rand(1, 1, 16, 16, 16) * 2 - 1                           # the same code in 3D
+    m3 = ICAM(ICAMConfig(**{**TINY, "resolution": 16, "dims": 3, "attr_map": 2}))
+    assert m3.encode(v)[1].shape == (1, 4 * 2 ** 3) and m3(v, v).cross_a.shape == v.shape
+
+
+def test_a_spatial_attribute_changes_the_image_where_it_lies():
+    # raising one corner cell of a 4 x 4 attribute map changes the decoded image mostly in that
+    # corner (a vector code, tiled, has no place: its change is spread over the image)
+    torch.manual_seed(0)
+    model = ICAM(ICAMConfig(**{**TINY, "attr_dim": 2, "attr_map": 4}), seed=0).eval()
+    c = torch.randn(1, model.config.content_channels, 8, 8)
+    a0 = torch.zeros(1, 2, 4, 4)
+    a1 = a0.clone()
+    a1[:, :, 0, 0] = 1.0
+    with torch.no_grad():
+        diff = (model.decode(c, a1.flatten(1)) - model.decode(c, a0.flatten(1))).abs()[0, 0]   # [32, 32]
+    assert diff[:8, :8].mean() > 5 * diff[-8:, -8:].mean()
 
 
 def test_the_decoder_reads_the_attribute_at_every_scale():
@@ -230,10 +280,15 @@ def test_icam_losses_by_hand():
     # latent regression: codes of the cross images (0) against the codes put in (no z: the means,
     # b's 0 and a's 1): |0 - 0| + |0 - 1|
     assert float(t["latent"]) == pytest.approx(1.0)
+    assert float(t["fam"]) == pytest.approx(0.1)               # |cross_b - self_a| + |cross_a - self_b|
     w = ICAMWeights()
     expected = (w.adv * 0.5 + w.adv_cls * 2 * LOG2 + w.self_rec * 0.1 + w.cycle * 0.3 + w.kl * 0.5
                 + w.cls * 2 * LOG2 + w.content_adv * 2 * LOG2 + w.latent * 1.0)
     assert float(t["total"]) == pytest.approx(expected)
+    fam = icam_losses(out, Model(), _ConstD(), lambda c: torch.zeros(c.shape[0]), a, b, ICAMWeights(fam=2.0))
+    assert float(fam["total"]) == pytest.approx(expected + 2.0 * 0.1)
+    with pytest.raises(ValueError, match="fam -1"):
+        ICAMWeights(fam=-1.0)
     # with the sampled codes given, the regression targets are those: |0 - 0.5| + |0 - (-0.25)|
     out.z_b, out.z_a = torch.full((2, 3), 0.5), torch.full((2, 3), -0.25)
     assert float(icam_losses(out, Model(), _ConstD(), lambda c: torch.zeros(c.shape[0]), a, b)["latent"]) == \
@@ -455,3 +510,21 @@ def test_cli_trains_and_explains(capsys, tmp_path):
     records = [r for r in records if "path_probs" in r]
     assert records and all(r["method"] == "icam" and len(r["path_probs"]) == 5 for r in records)
     assert all(r["settings"]["attribute"] == "sample" for r in records)
+
+
+def test_cli_spatial_attribute_and_fam_flags(capsys, tmp_path):
+    from _cli import run_cli
+    from medcf.data import write_synthetic
+    from medcf.data.synthetic import SynthConfig
+
+    write_synthetic(SynthConfig(resolution=32), 12, tmp_path / "data", progress=False)
+    args = ["train", "icam", "--data", tmp_path / "data", "--steps", "1", "--batch-size", "2", "--width", "4",
+            "--blocks", "1", "--attr-dim", "2", "--disc-width", "4", "--disc-layers", "2", "--no-progress"]
+    code, out, err = run_cli(capsys, *args, "--out", tmp_path / "icam", "--attr-map", "4", "--fam", "0.5")
+    assert code == 0, err
+    run = json.loads((tmp_path / "icam" / "run.json").read_text())["run_info"]
+    assert run["attr_map"] == 4 and run["weights"]["fam"] == 0.5
+    assert ICAM.load(tmp_path / "icam").attr_mean.shape == (2, 2 * 4 * 4)
+    for flag, value, word in [("--attr-map", "3", "attr_map"), ("--fam", "-1", "--fam")]:
+        code, out, err = run_cli(capsys, *args, "--out", tmp_path / f"bad{value}", flag, value)
+        assert code == 2 and word in err and len(err.strip().splitlines()) == 1, err

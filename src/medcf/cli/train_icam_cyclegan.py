@@ -63,7 +63,12 @@ def register(app: typer.Typer) -> None:
         data: Path = DATA, out: Path = OUT, domain_a: str | None = DOMAIN_A, domain_b: str | None = DOMAIN_B,
         steps: int = STEPS, batch_size: int = BATCH, lr: float = LR, width: int = WIDTH,
         blocks: int = typer.Option(2, "--blocks", help="Residual blocks on the content code."),
-        attr_dim: int = typer.Option(8, "--attr-dim", help="Size of the class-relevant attribute code."),
+        attr_dim: int = typer.Option(8, "--attr-dim", help="Size of the class-relevant attribute code "
+                                     "(channels of the map with --attr-map)."),
+        attr_map: int = typer.Option(0, "--attr-map", help="Spatial attribute code: an --attr-dim x K x K map "
+                                     "(ICAM's design; K a power of two); 0: a vector."),
+        fam: float = typer.Option(0.0, "--fam", help="Weight of ICAM's feature-attribution-map L1 term "
+                                  "|G(c_a, z_b) - G(c_a, z_a)| (0: off)."),
         disc_width: int = DISC_WIDTH, disc_layers: int = DISC_LAYERS,
         seed: int = SEED, resolution: int | None = RESOLUTION, sample_every: int = SAMPLE_EVERY,
         fid_oracle: Path | None = FID_ORACLE, fid_every: int = FID_EVERY, fid_n: int = FID_N,
@@ -73,10 +78,15 @@ def register(app: typer.Typer) -> None:
 
         Example:  medcf train icam --data data/synth64 --out runs/icam --steps 3000
         """
+        from medcf.errors import MedcfError
+        from medcf.generators.icam import ICAMWeights
         from medcf.train.icam import train_icam
 
+        if not fam >= 0:
+            raise MedcfError(f"--fam must be >= 0, got {fam}")
         res = train_icam(data, out, domain_a=domain_a, domain_b=domain_b, steps=steps, batch_size=batch_size,
-                         lr=lr, width=width, blocks=blocks, attr_dim=attr_dim, attr_width=width,
+                         lr=lr, width=width, blocks=blocks, attr_dim=attr_dim, attr_map=attr_map,
+                         weights=ICAMWeights(fam=fam), attr_width=width,
                          disc_width=disc_width, disc_layers=disc_layers, seed=seed, resolution=resolution,
                          sample_every=sample_every, fid_oracle=fid_oracle, fid_every=fid_every, fid_n=fid_n,
                          checkpoint_every=checkpoint_every, resume=resume, progress=progress)

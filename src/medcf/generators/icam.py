@@ -43,8 +43,11 @@ from medcf.io import SavableModule
 from medcf.types import check_images
 
 # saved-format version: 2 modulates every decoder normalisation by the attribute code (AdaGN);
-# version 1 checkpoints (no ``version`` field: the attribute only concatenated) are refused
-VERSION = 2
+# 3 adds ``attr_map`` (a spatial attribute code; 0 is version 2's vector model, so version 2
+# checkpoints still load); version 1 checkpoints (no ``version`` field: the attribute only
+# concatenated) are refused
+VERSION = 3
+READS = (2, 3)
 
 
 @dataclass(frozen=True)
@@ -55,7 +58,8 @@ class ICAMConfig(TwoDomainConfig):
     width: int = 32                       # content encoder / decoder channels at full resolution
     downsample: int = 2                   # stride-2 stages: content code is resolution / 2**downsample
     blocks: int = 2                       # residual blocks on the content code
-    attr_dim: int = 8                     # attribute code size (low-dimensional)
+    attr_dim: int = 8                     # attribute code size (low-dimensional); with attr_map: channels
+    attr_map: int = 0                     # 0: vector code [attr_dim]; k: spatial code attr_dim x k x k (ICAM)
     attr_width: int = 32                  # attribute encoder channels of the first layer
     disc_width: int = 32                  # image discriminator channels of the first layer
     disc_layers: int = 3                  # stride-2 layers of the image discriminator
@@ -67,9 +71,15 @@ class ICAMConfig(TwoDomainConfig):
 
     def __post_init__(self):
         where = "ICAMConfig"
-        if self.version != VERSION:
-            raise ValueError(f"{where}: version {self.version} is not supported (this medcf reads version "
-                             f"{VERSION}); retrain with `medcf train icam`")
+        if self.version not in READS:
+            raise ValueError(f"{where}: version {self.version} is not supported (this medcf reads versions "
+                             f"{list(READS)}); retrain with `medcf train icam`")
+        if self.attr_map and self.version < 3:
+            raise ValueError(f"{where}: attr_map needs saved-format version 3, got version {self.version}")
+        k = self.attr_map
+        if k < 0 or (k and (k & (k - 1) or self.resolution % k or self.resolution // k < 2)):
+            raise ValueError(f"{where}: attr_map must be 0 or a power of two dividing resolution "
+                             f"{self.resolution} at most half of it, got {k}")
         if not self.content_noise >= 0:
             raise ValueError(f"{where}: content_noise must be >= 0, got {self.content_noise}")
         if self.channels not in (1, 3):
@@ -90,6 +100,11 @@ class ICAMConfig(TwoDomainConfig):
     @property
     def content_channels(self) -> int:
         return self.width * 2 ** self.downsample
+
+    @property
+    def code_size(self) -> int:
+        """Numbers in one attribute code (flat outside the decoder): attr_dim [* attr_map**dims]."""
+        return self.attr_dim * self.attr_map ** self.dims if self.attr_map else self.attr_dim
 
 
 
@@ -137,10 +152,10 @@ class ContentEncoder(nn.Module):
         return self.net(x)
 
 
-def _global_features(cfg: ICAMConfig, w: int) -> tuple[nn.Sequential, int]:
-    """conv3 then LeakyReLU-conv4/2 stages down to 4 pixels: [B, C, R, R] -> ([B, ch, 4, 4], ch)."""
+def _global_features(cfg: ICAMConfig, w: int, size: int = 4) -> tuple[nn.Sequential, int]:
+    """conv3 then LeakyReLU-conv4/2 stages down to ``size`` pixels: [B, C, R, R] -> ([B, ch, size, size], ch)."""
     d = cfg.dims
-    stages = max(1, int(math.log2(cfg.resolution)) - 2)       # down to 4 pixels
+    stages = max(1, int(math.log2(cfg.resolution // size)))    # down to `size` pixels
     layers: list[nn.Module] = [_conv(d, cfg.channels, w, 3, 1, 1)]
     ch = w
     for _ in range(stages):
@@ -151,38 +166,51 @@ def _global_features(cfg: ICAMConfig, w: int) -> tuple[nn.Sequential, int]:
 
 
 class AttributeEncoder(nn.Module):
-    """[B, C, R, R] -> (mean [B, attr_dim], log-variance [B, attr_dim])."""
+    """[B, C, R, R] -> (mean [B, code_size], log-variance [B, code_size]); with ``attr_map`` k the
+    code is an attr_dim x k x k map (features down to k pixels, a 1x1 head), flattened."""
 
     def __init__(self, cfg: ICAMConfig):
         super().__init__()
-        self.net, ch = _global_features(cfg, cfg.attr_width)
-        self.head = nn.Linear(ch, 2 * cfg.attr_dim)
+        self.spatial = bool(cfg.attr_map)
+        self.net, ch = _global_features(cfg, cfg.attr_width, cfg.attr_map or 4)
+        self.head = _conv(cfg.dims, ch, 2 * cfg.attr_dim, 1) if self.spatial else nn.Linear(ch, 2 * cfg.attr_dim)
 
     def forward(self, x: Tensor) -> tuple[Tensor, Tensor]:
-        mean, logvar = self.head(_spatial_mean(self.net(x))).chunk(2, dim=1)
+        h = self.net(x)                                          # [B, ch, k, k]
+        if self.spatial:
+            mean, logvar = (t.flatten(1) for t in self.head(h).chunk(2, dim=1))   # [B, attr_dim * k * k]
+        else:
+            mean, logvar = self.head(_spatial_mean(h)).chunk(2, dim=1)
         return mean, logvar.clamp(-30.0, 20.0)
 
 
 class _AdaGN(nn.Module):
     """GroupNorm modulated by the attribute code: GN(h) * (1 + scale(a)) + shift(a) (AdaIN-style,
-    as DRIT++/MUNIT inject the attribute), so no later normalisation can wash the code out."""
+    as DRIT++/MUNIT inject the attribute), so no later normalisation can wash the code out.
+    With ``dims`` (a spatial code [B, A, k, k]) scale and shift are maps: a 1x1 conv of the code,
+    upsampled (bilinear) to h's size (SPADE-style), so the code acts where it lies."""
 
-    def __init__(self, ch: int, attr_dim: int):
+    def __init__(self, ch: int, attr_dim: int, dims: int = 0):
         super().__init__()
         self.norm = group_norm(ch)
-        self.film = nn.Linear(attr_dim, 2 * ch)
+        self.film = _conv(dims, attr_dim, 2 * ch, 1) if dims else nn.Linear(attr_dim, 2 * ch)
+        self.mode = "bilinear" if dims == 2 else "trilinear"
 
-    def forward(self, h: Tensor, a: Tensor) -> Tensor:  # h [B, ch, *S], a [B, A]
-        scale, shift = self.film(a).view(*a.shape[:1], -1, *([1] * (h.ndim - 2))).chunk(2, dim=1)
+    def forward(self, h: Tensor, a: Tensor) -> Tensor:  # h [B, ch, *S], a [B, A] or [B, A, k, k]
+        if a.ndim > 2:
+            st = F.interpolate(self.film(a), size=h.shape[2:], mode=self.mode, align_corners=False)
+        else:
+            st = self.film(a).view(*a.shape[:1], -1, *([1] * (h.ndim - 2)))
+        scale, shift = st.chunk(2, dim=1)
         return self.norm(h) * (1 + scale) + shift
 
 
 class _AdaResBlock(nn.Module):
     """AdaGN-SiLU-conv3-AdaGN-SiLU-conv3 + identity: a residual block modulated by the attribute."""
 
-    def __init__(self, dims: int, ch: int, attr_dim: int):
+    def __init__(self, dims: int, ch: int, attr_dim: int, spatial: bool = False):
         super().__init__()
-        self.n1, self.n2 = _AdaGN(ch, attr_dim), _AdaGN(ch, attr_dim)
+        self.n1, self.n2 = (_AdaGN(ch, attr_dim, dims if spatial else 0) for _ in range(2))
         self.c1, self.c2 = _conv(dims, ch, ch, 3, 1, 1), _conv(dims, ch, ch, 3, 1, 1)
 
     def forward(self, x: Tensor, a: Tensor) -> Tensor:
@@ -190,27 +218,36 @@ class _AdaResBlock(nn.Module):
 
 
 class Decoder(nn.Module):
-    """(content [B, Cc, S, S], attribute [B, A]) -> [B, C, R, R] in (-1, 1).
+    """(content [B, Cc, S, S], attribute [B, code_size]) -> [B, C, R, R] in (-1, 1).
 
-    The attribute is tiled and concatenated to the content at the input and modulates every
-    normalisation after it (``_AdaGN``)."""
+    The attribute is tiled (a vector) or upsampled (a spatial code, ``attr_map``: bilinear to
+    S x S) and concatenated to the content at the input, and modulates every normalisation
+    after it (``_AdaGN``; spatially for a spatial code)."""
 
     def __init__(self, cfg: ICAMConfig):
         super().__init__()
         d, a = cfg.dims, cfg.attr_dim
+        sd = d if cfg.attr_map else 0
+        self.map_shape = (a, *[cfg.attr_map] * d) if cfg.attr_map else None
         self.conv_in = _conv(d, cfg.content_channels + a, cfg.content_channels, 3, 1, 1)
-        self.blocks = nn.ModuleList([_AdaResBlock(d, cfg.content_channels, a) for _ in range(cfg.blocks)])
+        self.blocks = nn.ModuleList([_AdaResBlock(d, cfg.content_channels, a, bool(sd)) for _ in range(cfg.blocks)])
         self.ups = nn.ModuleList()
         ch = cfg.content_channels
         for _ in range(cfg.downsample):
             nxt = ch // 2
-            self.ups.append(nn.ModuleList([_AdaGN(ch, a), _conv(d, ch, nxt, 3, 1, 1)]))
+            self.ups.append(nn.ModuleList([_AdaGN(ch, a, sd), _conv(d, ch, nxt, 3, 1, 1)]))
             ch = nxt
-        self.norm_out = _AdaGN(ch, a)
+        self.norm_out = _AdaGN(ch, a, sd)
         self.conv_out = _conv(d, ch, cfg.channels, 3, 1, 1)
 
     def forward(self, content: Tensor, attribute: Tensor) -> Tensor:
-        h = self.conv_in(torch.cat([content, _tile(attribute, content)], 1))
+        if self.map_shape is not None:                           # [B, A*k*k] -> [B, A, k, k]
+            attribute = attribute.view(attribute.shape[0], *self.map_shape)
+            mode = "bilinear" if attribute.ndim == 4 else "trilinear"
+            tiled = F.interpolate(attribute, size=content.shape[2:], mode=mode, align_corners=False)
+        else:
+            tiled = _tile(attribute, content)
+        h = self.conv_in(torch.cat([content, tiled], 1))
         for block in self.blocks:
             h = block(h, attribute)
         for norm, conv in self.ups:
@@ -311,9 +348,9 @@ class ICAM(TwoDomainModel, SavableModule):
             self.content_encoder = ContentEncoder(config)
             self.attribute_encoder = AttributeEncoder(config)
             self.decoder = Decoder(config)
-            self.attr_classifier = nn.Linear(config.attr_dim, 1)
-        self.register_buffer("attr_mean", torch.zeros(2, config.attr_dim))
-        self.register_buffer("attr_std", torch.ones(2, config.attr_dim))
+            self.attr_classifier = nn.Linear(config.code_size, 1)
+        self.register_buffer("attr_mean", torch.zeros(2, config.code_size))
+        self.register_buffer("attr_std", torch.ones(2, config.code_size))
         _init(self, seed)
 
     def check_input(self, x: Tensor) -> None:
@@ -376,10 +413,10 @@ class ICAM(TwoDomainModel, SavableModule):
         header = read_header(path)
         cfg = header.get("config")
         version = cfg.get("version", 1) if header.get("kind") == cls.kind and isinstance(cfg, dict) else VERSION
-        if version != VERSION:
-            raise CheckpointError(f"{header['path']}: an ICAM of saved-format version {version} (its decoder "
-                                  f"concatenates the attribute only); this medcf reads version {VERSION}: "
-                                  "retrain it with `medcf train icam`")
+        if version not in READS:
+            why = " (its decoder concatenates the attribute only)" if version == 1 else ""
+            raise CheckpointError(f"{header['path']}: an ICAM of saved-format version {version}{why}; this medcf "
+                                  f"reads versions {list(READS)}: retrain it with `medcf train icam`")
         return super().load(path, device=device)
 
 
@@ -398,6 +435,12 @@ class ICAMWeights:
     cls: float = 10.0           # attribute classification (ICAM's classifier on the real images' codes; 10 as in ICAM)
     content_adv: float = 1.0    # make the content code useless to the content discriminator
     latent: float = 1.0         # latent regression: the swapped image's attribute code is the one put in (L1)
+    fam: float = 0.0            # feature-attribution-map L1 (ICAM): |G(c_a, z_b) - G(c_a, z_a)|, keeps the change small
+
+    def __post_init__(self):
+        bad = [f"{k} {v}" for k, v in vars(self).items() if not v >= 0]
+        if bad:
+            raise ValueError(f"ICAMWeights: weights must be >= 0, got {', '.join(bad)}")
 
 
 def kl_divergence(mean: Tensor, logvar: Tensor) -> Tensor:
@@ -431,6 +474,8 @@ def icam_losses(out: ICAMOutputs, model: nn.Module, d_img: nn.Module, d_content:
         # ignoring the attribute cannot do
         "latent": ((out.mean_cross_b - put_b.detach()).abs().mean()
                    + (out.mean_cross_a - put_a.detach()).abs().mean()),
+        # ICAM's feature-attribution-map term: the swap's change of the image (the map) stays small
+        "fam": (out.cross_b - out.self_a).abs().mean() + (out.cross_a - out.self_b).abs().mean(),
     }
     t["total"] = sum(getattr(w, k) * v for k, v in t.items())
     return t

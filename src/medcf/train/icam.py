@@ -117,6 +117,7 @@ def train_icam(
     width: int = 32,                        # content encoder / decoder width
     blocks: int = 2,
     attr_dim: int = 8,
+    attr_map: int = 0,                      # 0: vector attribute code; k: attr_dim x k x k spatial code
     attr_width: int = 32,
     disc_width: int = 32,
     disc_layers: int = 3,
@@ -150,7 +151,7 @@ def train_icam(
     image = train_ds[0]["image"]
     try:
         config = ICAMConfig(resolution=int(image.shape[-1]), channels=int(image.shape[0]), width=width,
-                            blocks=blocks, attr_dim=attr_dim, attr_width=attr_width, disc_width=disc_width,
+                            blocks=blocks, attr_dim=attr_dim, attr_map=attr_map, attr_width=attr_width, disc_width=disc_width,
                             disc_layers=disc_layers, content_noise=content_noise, domain_a=a_cls, domain_b=b_cls,
                             class_names=class_names_of(train_ds))
     except ValueError as e:
@@ -193,7 +194,7 @@ def train_icam(
     run_info = {"recipe": "medcf.train.icam.train_icam", "kind": ICAM.kind, "data": where,
                 "domains": [config.domain_name("a"), config.domain_name("b")], "steps": steps,
                 "batch_size": batch_size, "lr": lr, "width": width, "blocks": blocks, "attr_dim": attr_dim,
-                "attr_width": attr_width, "disc_width": disc_width, "disc_layers": disc_layers,
+                "attr_map": attr_map, "attr_width": attr_width, "disc_width": disc_width, "disc_layers": disc_layers,
                 "content_noise": content_noise, "weights": dataclasses.asdict(weights), "seed": seed,
                 "fid_oracle": str(fid_oracle) if fid_oracle is not None else None, "fid_n": fid_n}
     tconf = TrainConfig(out_dir=str(out_dir), steps=steps, batch_size=batch_size, seed=seed, log_every=log_every,
@@ -238,7 +239,10 @@ def bench_weights(table) -> ICAMWeights:
     unknown = sorted(set(table) - known)
     if unknown:
         raise MedcfError(f"[methods.icam] weights: unknown term(s) {unknown}; known: {sorted(known)}")
-    return ICAMWeights(**{k: float(v) for k, v in table.items()})
+    try:
+        return ICAMWeights(**{k: float(v) for k, v in table.items()})
+    except ValueError as e:
+        raise MedcfError(f"[methods.icam] weights: {e}") from None
 
 
 def prepare_icam(data_dir, out_dir, *, classifier_dir, task: str, profile: dict[str, Any],
@@ -257,6 +261,7 @@ def prepare_icam(data_dir, out_dir, *, classifier_dir, task: str, profile: dict[
         return train_icam(
             data_dir, d, steps=int(cfg["steps"]), batch_size=int(cfg["batch_size"]), lr=float(cfg["lr"]),
             width=int(cfg["width"]), blocks=int(cfg["blocks"]), attr_dim=int(cfg["attr_dim"]),
+            attr_map=int(cfg.get("attr_map", 0)),   # not in BENCH_DEFAULTS: cached stages keep their keys
             attr_width=int(cfg["width"]), disc_width=int(cfg["disc_width"]), disc_layers=int(cfg["disc_layers"]),
             content_noise=float(cfg["content_noise"]), weights=bench_weights(cfg["weights"]), seed=seed,
             sample_every=0, checkpoint_every=max(50, int(cfg["steps"]) // 4), resume=resume,
