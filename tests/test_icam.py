@@ -402,6 +402,34 @@ def test_residual_composition_keeps_what_the_decoder_cannot_render():
         ICAMExplainerConfig(compose="sum")
 
 
+class _SquareICAM(_BrightnessICAM):
+    """The attribute acts on a centre square (weight 1) and faintly elsewhere (0.02)."""
+
+    def decode(self, content, attribute):
+        region = torch.full((1, 1, 32, 32), 0.02)
+        region[..., 10:22, 10:22] = 1.0
+        return content + attribute.view(-1, 1, 1, 1) * region
+
+
+def test_masked_composition_keeps_only_the_large_change():
+    x = _image(-0.05)
+    model = _SquareICAM(ICAMConfig(**{**TINY, "attr_dim": 1}, class_names=("normal", "cardiomegaly")))
+    model.attr_mean.copy_(torch.tensor([[-0.5], [0.8]]))
+    cfg = dict(variance_samples=0, mask_threshold=0.5, mask_dilate=1, mask_smooth=1)
+    res = ICAMExplainer(icam=model, classifier=_MeanClassifier(),
+                        config=ICAMExplainerConfig(**cfg, compose="residual")).explain(x, target=1)
+    msk = ICAMExplainer(icam=model, classifier=_MeanClassifier(),
+                        config=ICAMExplainerConfig(**cfg, compose="masked")).explain(x, target=1)
+    frame = msk.info["frame_index"][0]
+    assert frame > 0 and bool(msk.flipped[0])
+    d_res, d_msk = res.path[frame] - x, msk.path[frame] - x           # [1, 1, 32, 32]
+    assert float(d_res[..., 0, 0].abs()) > 0                          # residual: the faint change too
+    assert torch.equal(msk.path[frame][..., :8, :], x[..., :8, :])   # masked: the input, bit for bit
+    assert torch.allclose(d_msk[..., 10:22, 10:22], d_res[..., 10:22, 10:22])   # the square kept
+    with pytest.raises(ValueError, match="mask_threshold"):
+        ICAMExplainerConfig(compose="masked", mask_threshold=0.0)
+
+
 def test_variance_map_is_the_variance_of_the_sampled_attribute():
     cf = _toy(attribute="sample", variance_samples=400).explain(_image(-0.25), target=1)
     var = cf.info["variance_map"]

@@ -12,7 +12,9 @@ The GIF frames interpolate the attribute, G(c, (1 - α) a_x + α a_t) for α = 0
 over ``max_steps`` + 1 frames; the counterfactual is the first frame reaching ``take_at``
 (or ``threshold``), else the best (``Explainer.from_path``). With ``compose="residual"`` the
 frames are x + G(c, a) - G(c, a_x) (frame 0 is x itself): what the decoder cannot render,
-foreign objects included, is kept. The attribution map is
+foreign objects included, is kept; ``compose="masked"`` keeps each residual frame's change only
+where it is large (``medcf.counterfactual._common.masked_frames``: smoothed |change| >= ``mask_threshold``
+of its per-image peak, dilated), the input elsewhere. The attribution map is
 cf - x (``difference``); with ``variance_samples`` > 1 a variance map over that many
 sampled target attributes is ``info["variance_map"]`` [B, 1, H, W]. ICAM's own decision
 (its classifier on the attribute code) is in ``info["icam_prob_original"]`` (the target
@@ -33,11 +35,12 @@ from __future__ import annotations
 import os
 import time
 from dataclasses import dataclass
+from typing import ClassVar
 
 import torch
 from torch import Tensor
 
-from medcf.counterfactual._common import COMPOSE_MODES, domain_sides
+from medcf.counterfactual._common import check_mask_settings, domain_sides, masked_frames
 from medcf.counterfactual.base import Explainer, PathConfig
 from medcf.errors import MedcfError, ShapeError
 from medcf.generators.icam import ICAM
@@ -48,16 +51,22 @@ ATTRIBUTE_MODES = ("mean", "reference", "sample")
 
 @dataclass(frozen=True)
 class ICAMExplainerConfig(PathConfig):
+    compose_modes: ClassVar[tuple[str, ...]] = ("generated", "residual", "masked")
+
     attribute: str = "mean"             # target attribute: "mean" | "reference" | "sample"
     max_steps: int = 8                  # interpolation frames after the reconstruction (frame 0)
     max_alpha: float = 1.0              # last frame's interpolation weight (> 1 extrapolates)
     variance_samples: int = 8           # sampled target attributes for the variance map (0/1: none)
     seed: int = 0                       # draws of "sample" and the variance map
-    compose: str = "generated"          # frames: G(c, a) | "residual": x + G(c, a) - G(c, a_x)
+    compose: str = "generated"          # frames: G(c, a) | "residual": x + G(c, a) - G(c, a_x) | "masked"
+    mask_threshold: float = 0.5         # masked: smoothed |change| >= this fraction of its per-image peak
+    mask_dilate: int = 2                # masked: dilation radius in pixels
+    mask_smooth: int = 2                # masked: box-average radius of |change| before thresholding
 
     def __post_init__(self):
         super().__post_init__()
         where = "ICAMExplainerConfig"
+        check_mask_settings(where, self.mask_threshold, self.mask_dilate, self.mask_smooth)
         if self.attribute not in ATTRIBUTE_MODES:
             raise ValueError(f"{where}.attribute: expected one of {list(ATTRIBUTE_MODES)}, got {self.attribute!r}")
         if not isinstance(self.max_steps, int) or self.max_steps < 1:
@@ -66,8 +75,6 @@ class ICAMExplainerConfig(PathConfig):
             raise ValueError(f"{where}.max_alpha: must be > 0, got {self.max_alpha}")
         if self.variance_samples < 0:
             raise ValueError(f"{where}.variance_samples: must be >= 0, got {self.variance_samples}")
-        if self.compose not in COMPOSE_MODES:
-            raise ValueError(f"{where}.compose: expected one of {list(COMPOSE_MODES)}, got {self.compose!r}")
 
 
 class ICAMExplainer(Explainer):
@@ -128,8 +135,10 @@ class ICAMExplainer(Explainer):
             codes = torch.stack([(1 - al) * a_x + al * a_t for al in alphas])   # [T, B, A]
             path = torch.stack([self.icam.decode(content, z) for z in codes])   # [T, B, C, H, W]
             recon = path[0]                                                     # G(c, a_x)
-            if cfg.compose == "residual":                                       # keep what G cannot render
+            if cfg.compose != "generated":                                      # keep what G cannot render
                 path = (x + (path - recon)).clamp(-1.0, 1.0)
+            if cfg.compose == "masked":                                         # ... and only the large change
+                path = masked_frames(x, path, cfg.mask_threshold, cfg.mask_dilate, cfg.mask_smooth)
             info = {"attribute": cfg.attribute, "alpha": alphas.tolist(), "compose": cfg.compose,
                     "domains": [mcfg.domain_name("a"), mcfg.domain_name("b")]}
             cf = self.from_path(x, t, path, reference=x, latents=codes, reconstruction=recon, info=info,
@@ -158,7 +167,8 @@ def build_icam(classifier_dir: str | os.PathLike, generator_dir: str | os.PathLi
     """An ``ICAMExplainer`` from a classifier run and an ``icam`` run (``medcf train icam``).
 
     ``settings``: ``ICAMExplainerConfig`` fields (``attribute``, ``max_steps``, ``max_alpha``,
-    ``variance_samples``, ``threshold``, ``take_at``, ``seed``); None keeps the default.
+    ``variance_samples``, ``threshold``, ``take_at``, ``seed``, ``compose``, ``mask_*``); None keeps
+    the default.
 
     Example:
         >>> e = build_icam("runs/classifier", "runs/icam", attribute="mean")   # doctest: +SKIP
