@@ -196,6 +196,39 @@ def test_masked_mode_keeps_every_pixel_outside_the_mask_bit_identical():
         assert (clf(cf.path[-1]) > clf(x)).all()
 
 
+def test_the_unguided_pass_makes_no_classifier_call_and_no_inner_loop():
+    calls = []
+
+    class Counting(nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.inner = linear_classifier()
+
+        def forward(self, x):
+            calls.append(x.shape[0])
+            return self.inner(x)
+
+    cfg = DiffusionCFConfig(mode="dime", steps=5, t0=0.3, guidance=0.3, max_tries=1)
+    ex = DiffusionCF(model=tiny(), classifier=Counting(), config=cfg)
+    x, t = images(), torch.ones(3, dtype=torch.long)
+    noise = torch.randn(x.shape, generator=torch.Generator().manual_seed(0))
+    calls.clear()
+    plain = ex._denoise(x, t, noise, torch.zeros(3), None, None)
+    assert calls == [] and plain.calls == 5                     # one UNet call per step, nothing else
+    guided = ex._denoise(x, t, noise, torch.full((3,), 0.3), None, None)
+    assert len(calls) == 5 and guided.calls == 5 + 4 + 3 + 2 + 1
+
+
+def test_smoothing_drops_an_isolated_change_and_keeps_a_large_one():
+    x = torch.zeros(1, 1, 16, 16)
+    y = x.clone()
+    y[0, 0, 4:12, 4:12] = 0.5                      # an organ-sized change
+    y[0, 0, 0, 15] = 1.0                           # one pixel redrawn strongly
+    assert change_mask(x, y, 0.6, 0)[0, 0, 0, 15] and not change_mask(x, y, 0.6, 0)[0, 0, 8, 8]
+    m = change_mask(x, y, 0.6, 0, smooth=2)        # 5 x 5 box average: the block wins
+    assert m[0, 0, 8, 8] and not m[0, 0, 0, 15]
+
+
 def test_escalation_raises_the_guidance_of_queries_that_did_not_flip():
     cfg = DiffusionCFConfig(mode="fast", steps=3, t0=0.5, guidance=0.01, escalate=3.0, max_tries=3,
                             take_at=0.999999)

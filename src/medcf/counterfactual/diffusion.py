@@ -181,6 +181,7 @@ class DiffusionCF(Explainer):
         step_gap = sched.config.num_train_timesteps // sched.num_inference_steps
         x_t = sched.add_noise(x, noise, ts[:1].repeat(b).to(x.device))
         frames, calls = [], 0
+        guided = bool((scale > 0).any())
         for i, t in enumerate(tqdm(ts, desc=f"diffusion-{cfg.mode}", disable=not cfg.progress, leave=False)):
             tt = t.to(x.device).expand(b)
             a_t = self._alpha_bar(sched, t)
@@ -188,7 +189,7 @@ class DiffusionCF(Explainer):
             calls += 1
             eps, x0 = model.eps_and_x0(out, x_t, a_t)                         # [B, C, H, W] each
             ref = x0
-            if cfg.mode == "dime" and i + 1 < len(ts):                       # inner unguided DDIM to 0
+            if cfg.mode == "dime" and guided and i + 1 < len(ts):            # inner unguided DDIM to 0
                 y = sched.step(eps, t, x_t).prev_sample
                 for s in ts[i + 1:]:
                     o = model(y, s.to(x.device).expand(b), labels)
@@ -196,8 +197,11 @@ class DiffusionCF(Explainer):
                     e_s, _ = model.eps_and_x0(o, y, self._alpha_bar(sched, s))
                     y = sched.step(e_s, s, y).prev_sample
                 ref = y
-            d = self._direction(ref, x, target, mask)
-            x0g = (x0 + scale.view(-1, 1, 1, 1) * d).clamp(-1, 1)          # guided clean estimate
+            if guided:
+                d = self._direction(ref, x, target, mask)
+                x0g = (x0 + scale.view(-1, 1, 1, 1) * d).clamp(-1, 1)      # guided clean estimate
+            else:
+                x0g = x0.clamp(-1, 1)                                        # unguided: no classifier call
             a = a_t.to(x_t)
             eps_g = (x_t - a.sqrt() * x0g) / (1 - a).sqrt()
             x_t = sched.step(eps_g, t, x_t).prev_sample
