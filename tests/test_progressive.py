@@ -16,7 +16,7 @@ from _progressive_toy import write_toy
 from medcf.classifiers import ResNetClassifier, ResNetConfig
 from medcf.counterfactual.dissect import Dissect, DissectConfig
 from medcf.counterfactual.progressive import Progressive, ProgressiveConfig
-from medcf.errors import CheckpointError
+from medcf.errors import CheckpointError, MedcfError
 from medcf.generators.progressive import (
     CondBatchNorm,
     ProgressiveGenerator,
@@ -282,3 +282,115 @@ def test_concept_purity_on_hand_built_trajectories():
                         info={"concepts": [{"frame_index": [1, 1, 1, 1]}, {"frame_index": [1, 1, 0, 1]}]})
     m = concept_purity(cf, marker_present=lambda im: im[:, 0, -1, -1] > 0.5, ctr=Toy())
     assert m["heart"] == [1.0, 0.0] and m["marker"] == [0.0, 0.75] and m["n"] == 4
+
+
+def test_change_tv_prefers_a_band_to_streaks():
+    from medcf.train.progressive import change_tv
+
+    band = torch.zeros(2, 1, 16, 16)
+    band[..., 4:12] = 0.5                                   # one solid vertical band, L1 0.25
+    streaks = torch.zeros(2, 1, 16, 16)
+    streaks[..., ::2] = 0.5                                 # one-pixel streaks, the same L1
+    assert band.abs().mean() == streaks.abs().mean()
+    assert change_tv(band).item() == pytest.approx(0.5 * 2 / 15)
+    assert change_tv(streaks).item() == pytest.approx(0.5)
+    assert change_tv(torch.full((1, 1, 8, 8), 0.3)).item() == 0.0    # a constant change is free
+
+
+def test_discriminator_knobs_and_tv_term_reach_training(toy, tmp_path, capsys):
+    train_progressive(toy / "data", tmp_path / "k", classifier=toy / "classifier",
+                      **{**_small(), "steps": 3, "checkpoint_every": 0}, d_steps=3, d_width=6, d_lr=1e-3,
+                      adv_weight=5.0, tv_weight=2.0)
+    state = torch.load(tmp_path / "k" / "train_state.pt", weights_only=False)
+    conv = next(v for k, v in state["models"]["discriminator"].items() if k.endswith("weight_orig"))
+    assert conv.shape[0] == 6                                                # the discriminator's own width
+    opt_d = state["optimizers"]["discriminator"]
+    assert opt_d["param_groups"][0]["lr"] == 1e-3
+    assert all(int(s["step"]) == 9 for s in opt_d["state"].values())         # 3 updates per generator step
+    assert all(int(s["step"]) == 3 for s in state["optimizers"]["generator"]["state"].values())
+    stats = [json.loads(line) for line in (tmp_path / "k" / "stats.jsonl").read_text().splitlines()]
+    assert all(math.isfinite(r["tv"]) for r in stats if "loss_g" in r)
+    info = json.loads((tmp_path / "k" / "run.json").read_text())["run_info"]
+    assert (info["d_steps"], info["d_width"], info["weights"]["tv"], info["weights"]["adv"]) == (3, 6, 2.0, 5.0)
+    with pytest.raises(MedcfError, match="d_steps"):
+        train_progressive(toy / "data", tmp_path / "bad", classifier=toy / "classifier", **_small(), d_steps=0)
+    with pytest.raises(MedcfError, match="weights"):
+        train_progressive(toy / "data", tmp_path / "bad", classifier=toy / "classifier", **_small(), tv_weight=-1)
+    code, out, err = run_cli(capsys, "train", "progressive", "--data", toy / "data", "--classifier",
+                             toy / "classifier", "--out", tmp_path / "c", "--steps", "2", "--batch-size", "4",
+                             "--width", "4", "--no-progress", "--d-steps", "0")
+    assert code == 2 and "d_steps" in err and len(err.strip().splitlines()) == 1
+    code, out, err = run_cli(capsys, "train", "progressive", "--data", toy / "data", "--classifier",
+                             toy / "classifier", "--out", tmp_path / "c", "--steps", "2", "--batch-size", "4",
+                             "--width", "4", "--no-progress", "--delta-scale", "3")
+    assert code == 2 and "delta_scale" in err and len(err.strip().splitlines()) == 1
+    code, out, err = run_cli(capsys, "train", "progressive", "--data", toy / "data", "--classifier",
+                             toy / "classifier", "--out", tmp_path / "c", "--steps", "2", "--batch-size", "4",
+                             "--width", "4", "--no-progress", "--tv-weight", "3", "--adv-weight", "2",
+                             "--d-steps", "2", "--d-width", "5")
+    assert code == 0, err
+    info = json.loads((tmp_path / "c" / "run.json").read_text())["run_info"]
+    assert (info["d_steps"], info["d_width"], info["weights"]["tv"], info["weights"]["adv"]) == (2, 5, 3.0, 2.0)
+
+
+def test_bin_targets_from_data_are_the_classifier_means_per_bin(toy, tmp_path, capsys):
+    from medcf.train.progressive import bin_targets_from_data
+
+    # MeanClassifier: logit 10 * mean(x); constant images give chosen probabilities
+    probs = [0.01, 0.03, 0.99, 0.97, 0.55]
+    data = [{"image": torch.full((1, 4, 4), math.log(p / (1 - p)) / 10)} for p in probs]
+    t = bin_targets_from_data(MeanClassifier(), data, 10, batch=2)
+    assert t[0].item() == pytest.approx(0.02, abs=1e-5) and t[9].item() == pytest.approx(0.98, abs=1e-5)
+    assert t[5].item() == pytest.approx(0.55, abs=1e-5)
+    assert t[3].item() == pytest.approx(0.35) and t[8].item() == pytest.approx(0.85)   # empty: the centre
+    train_progressive(toy / "data", tmp_path / "t", classifier=toy / "classifier", bin_targets="data",
+                      **{**_small(), "steps": 1, "checkpoint_every": 0})
+    info = json.loads((tmp_path / "t" / "run.json").read_text())["run_info"]
+    assert info["bin_targets"] == "data" and len(info["targets"]) == 10
+    assert info["targets"] == sorted(info["targets"])                          # bin means rise with the bin
+    code, out, err = run_cli(capsys, "train", "progressive", "--data", toy / "data", "--classifier",
+                             toy / "classifier", "--out", tmp_path / "c", "--steps", "1", "--batch-size", "4",
+                             "--width", "4", "--no-progress", "--bin-targets", "median")
+    assert code == 2 and "bin_targets" in err and len(err.strip().splitlines()) == 1
+
+
+def test_benchmark_prepare_passes_the_new_knobs_and_keeps_old_cache_keys(toy, tmp_path):
+    from pathlib import Path
+
+    from medcf.train.progressive import prepare_benchmark
+
+    base = {"steps": 2, "width": 4, "batch_size": 4}
+    kw = prepare_benchmark(toy / "data", tmp_path / "bench", classifier_dir=toy / "classifier",
+                           task="cardiomegaly", profile=base, progress=False)
+    cfg = json.loads((Path(kw["generator_dir"]) / "benchmark-stage.json").read_text())
+    assert not {"adv_weight", "d_steps", "bin_targets", "tv_weight"} & set(json.dumps(cfg).split('"'))
+    knobs = {"adv_weight": 3.0, "d_steps": 2, "bin_targets": "data", "tv_weight": 1.0}
+    other = prepare_benchmark(toy / "data", tmp_path / "bench", classifier_dir=toy / "classifier",
+                              task="cardiomegaly", profile={**base, **knobs}, progress=False)
+    assert other["generator_dir"] != kw["generator_dir"]
+    info = json.loads((Path(other["generator_dir"]) / "run.json").read_text())["run_info"]
+    assert (info["weights"]["adv"], info["d_steps"], info["bin_targets"], info["weights"]["tv"]) == (3.0, 2, "data",
+                                                                                                    1.0)
+
+
+def test_delta_scale_low_passes_the_change_and_old_configs_load(tmp_path):
+    cfg = ProgressiveGeneratorConfig(resolution=RES, channels=1, bins=4, width=4, downsamples=1, blocks=0)
+    full = ProgressiveGenerator(cfg, seed=0).eval()
+    nn.init.normal_(full.out.weight, std=0.5)                       # a non-zero change
+    coarse = ProgressiveGenerator(ProgressiveGeneratorConfig(**{**cfg.__dict__, "delta_scale": 4})).eval()
+    coarse.load_state_dict(full.state_dict())                       # same parameters, only the scale differs
+    x, c = torch.rand(2, 1, RES, RES) * 2 - 1, torch.tensor([0, 3])
+    d_full, d = full.delta(x, c), coarse.delta(x, c)
+    expected = F.interpolate(F.avg_pool2d(d_full, 4), scale_factor=4.0, mode="bilinear", align_corners=False)
+    assert torch.allclose(d, expected, atol=1e-6)
+    from medcf.train.progressive import change_tv
+
+    assert change_tv(d) < 0.5 * change_tv(d_full)                  # far smoother than the full-resolution change
+    with pytest.raises(ValueError, match="delta_scale"):
+        ProgressiveGeneratorConfig(resolution=RES, delta_scale=3)
+    # a checkpoint saved before delta_scale existed loads as full resolution
+    full.save(tmp_path / "old")
+    meta = json.loads((tmp_path / "old" / "config.json").read_text())
+    del meta["config"]["delta_scale"]
+    (tmp_path / "old" / "config.json").write_text(json.dumps(meta))
+    assert ProgressiveGenerator.load(tmp_path / "old").config.delta_scale == 1

@@ -35,6 +35,16 @@ def register(app: typer.Typer) -> None:
                                             help="Foreign-object preservation weight (uses the data's object masks; 0 = off)."),
             dis_weight: float | None = typer.Option(
                 None, "--dis-weight", help="DISSECT: weight of the disentangler term [default: the recipe's, 30]."),
+            tv_weight: float = typer.Option(0.0, "--tv-weight", help="Total variation of the change (0 = off)."),
+            delta_scale: int = typer.Option(1, "--delta-scale",
+                                            help="Make the change at resolution / N, upsampled (1, 2, 4, 8, 16)."),
+            bin_targets: str = typer.Option("centre", "--bin-targets",
+                                            help="Consistency target per bin: 'centre' or 'data' (the classifier's "
+                                                 "mean probability over the training images in the bin)."),
+            adv_weight: float = typer.Option(1.0, "--adv-weight", help="Adversarial (realism) weight."),
+            d_steps: int = typer.Option(1, "--d-steps", help="Discriminator updates per generator update (1..10)."),
+            d_width: int | None = typer.Option(None, "--d-width", help="Discriminator width [default: --width]."),
+            d_lr: float | None = typer.Option(None, "--d-lr", help="Discriminator learning rate [default: --lr]."),
             seed: int = typer.Option(0, "--seed", help="Initial weights and data order."),
             resolution: int | None = typer.Option(None, "--resolution", help="Resize images to this size."),
             resume: bool = typer.Option(False, "--resume", help="Continue the run in --out exactly."),
@@ -54,7 +64,8 @@ def register(app: typer.Typer) -> None:
             prepare_out(out, overwrite=overwrite, resume=resume)
             res = train_progressive(source, out, classifier=classifier, bins=bins, concepts=concepts, steps=steps,
                                     batch_size=batch_size, lr=lr, width=width, cls_weight=cls_weight, rec_weight=rec_weight,
-                                    fo_weight=fo_weight, seed=seed, resolution=resolution, resume=resume,
+                                    fo_weight=fo_weight, delta_scale=delta_scale, adv_weight=adv_weight, bin_targets=bin_targets, tv_weight=tv_weight, d_steps=d_steps,
+                                    d_width=d_width, d_lr=d_lr, seed=seed, resolution=resolution, resume=resume,
                                     progress=progress, checkpoint_every=checkpoint_every,
                                     **({} if dis_weight is None else {"dis_weight": dis_weight}))
             typer.echo(f"{name}: {res.model_dir} (for classifier {res.classifier_hash}; {res.wall_s:.0f} s)")

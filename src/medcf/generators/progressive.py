@@ -11,7 +11,10 @@ affine parameters, then a per-condition scale and shift looked up in an embeddin
 The decoder predicts a change that is added to the input (``x + Δ``, clipped to
 [-1, 1]): what the generator leaves at zero stays exactly the input, which keeps
 thin foreign objects intact. (Singla et al. decode the image directly; the additive
-output is medcf's choice, trained with the same losses.)
+output is medcf's choice, trained with the same losses.) With ``delta_scale`` s > 1 the change
+is averaged over s x s cells and upsampled bilinearly: no texture finer than s pixels, which at
+64 px keeps the generator from the classifier-specific streaks it otherwise learns
+(docs/progressive.md).
 
 Also here: the projection discriminator (Miyato & Koyama 2018) conditioned on the
 bin, and DISSECT's disentangler ``R(x, x') -> concept logits``. Only the generator
@@ -49,10 +52,12 @@ class ProgressiveGeneratorConfig:
     width: int = 32               # channels after the stem (doubled per downsampling)
     downsamples: int = 2          # stride-2 stages in the encoder (and upsampling stages back)
     blocks: int = 2               # residual blocks at the bottleneck
+    delta_scale: int = 1          # the change Δ is averaged over delta_scale² cells and upsampled
+                                  # bilinearly: 1 = full resolution, 4 = a 16 x 16 change at 64 px
 
     def __post_init__(self):
         where = "ProgressiveGeneratorConfig"
-        for name in ("resolution", "channels", "bins", "concepts", "width", "downsamples", "blocks"):
+        for name in ("resolution", "channels", "bins", "concepts", "width", "downsamples", "blocks", "delta_scale"):
             v = getattr(self, name)
             if not isinstance(v, int) or isinstance(v, bool):
                 raise ValueError(f"{where}.{name}: expected an integer, got {v!r}")
@@ -66,6 +71,10 @@ class ProgressiveGeneratorConfig:
         if not 8 <= self.resolution <= 1024 or self.resolution % (2 ** self.downsamples):
             raise ValueError(f"{where}.resolution: must be in 8..1024 and a multiple of "
                              f"2**downsamples = {2 ** self.downsamples}, got {self.resolution}")
+
+        if self.delta_scale not in (1, 2, 4, 8, 16) or self.resolution % self.delta_scale:
+            raise ValueError(f"{where}.delta_scale: must be 1, 2, 4, 8 or 16 and divide the resolution "
+                             f"{self.resolution}, got {self.delta_scale}")
 
     @property
     def conditions(self) -> int:
@@ -182,7 +191,11 @@ class ProgressiveGenerator(SavableModule):
             h = block(h, cond)
         for norm, conv in zip(self.up_norm, self.up, strict=True):
             h = conv(F.interpolate(F.relu(norm(h, cond)), scale_factor=2.0, mode="nearest"))
-        return self.out(F.relu(self.out_norm(h, cond)))
+        d = self.out(F.relu(self.out_norm(h, cond)))                        # [B, C, H, W]
+        if cfg.delta_scale > 1:  # a smooth change: no texture finer than delta_scale pixels
+            d = F.interpolate(F.avg_pool2d(d, cfg.delta_scale), scale_factor=float(cfg.delta_scale),
+                              mode="bilinear", align_corners=False)
+        return d
 
     def forward(self, x: Tensor, bins: Tensor, concepts: Tensor | None = None) -> Tensor:
         return (x + self.delta(x, bins, concepts)).clamp(-1.0, 1.0)
