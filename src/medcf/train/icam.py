@@ -220,7 +220,8 @@ def train_icam(
     fid = snaps.last_result(out_dir) if snaps is not None else None
     if fid:
         meta["fid"] = fid
-    trained.save(model_dir, meta=meta)
+    if trainer.is_main_process:                          # one writer under multi-GPU training
+        trained.save(model_dir, meta=meta)
     return TrainedTranslator(model_dir=model_dir, kind=ICAM.kind,
                              domains=(config.domain_name("a"), config.domain_name("b")), val=val,
                              wall_s=time.perf_counter() - t0, fid=fid)
