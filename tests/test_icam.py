@@ -540,7 +540,7 @@ def test_cli_trains_and_explains(capsys, tmp_path):
     assert all(r["settings"]["attribute"] == "sample" for r in records)
 
 
-def test_cli_spatial_attribute_and_fam_flags(capsys, tmp_path):
+def test_cli_spatial_attribute_fam_and_content_noise_flags(capsys, tmp_path):
     from _cli import run_cli
     from medcf.data import write_synthetic
     from medcf.data.synthetic import SynthConfig
@@ -548,11 +548,14 @@ def test_cli_spatial_attribute_and_fam_flags(capsys, tmp_path):
     write_synthetic(SynthConfig(resolution=32), 12, tmp_path / "data", progress=False)
     args = ["train", "icam", "--data", tmp_path / "data", "--steps", "1", "--batch-size", "2", "--width", "4",
             "--blocks", "1", "--attr-dim", "2", "--disc-width", "4", "--disc-layers", "2", "--no-progress"]
-    code, out, err = run_cli(capsys, *args, "--out", tmp_path / "icam", "--attr-map", "4", "--fam", "0.5")
+    code, out, err = run_cli(capsys, *args, "--out", tmp_path / "icam", "--attr-map", "4", "--fam", "0.5",
+                              "--content-noise", "0.25")
     assert code == 0, err
     run = json.loads((tmp_path / "icam" / "run.json").read_text())["run_info"]
-    assert run["attr_map"] == 4 and run["weights"]["fam"] == 0.5
-    assert ICAM.load(tmp_path / "icam").attr_mean.shape == (2, 2 * 4 * 4)
-    for flag, value, word in [("--attr-map", "3", "attr_map"), ("--fam", "-1", "--fam")]:
+    assert run["attr_map"] == 4 and run["weights"]["fam"] == 0.5 and run["content_noise"] == 0.25
+    model = ICAM.load(tmp_path / "icam")
+    assert model.attr_mean.shape == (2, 2 * 4 * 4) and model.config.content_noise == 0.25
+    for flag, value, word in [("--attr-map", "3", "attr_map"), ("--fam", "-1", "--fam"),
+                              ("--content-noise", "-0.5", "--content-noise")]:
         code, out, err = run_cli(capsys, *args, "--out", tmp_path / f"bad{value}", flag, value)
         assert code == 2 and word in err and len(err.strip().splitlines()) == 1, err

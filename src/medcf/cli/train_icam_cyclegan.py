@@ -69,6 +69,8 @@ def register(app: typer.Typer) -> None:
                                      "(ICAM's design; K a power of two); 0: a vector."),
         fam: float = typer.Option(0.0, "--fam", help="Weight of ICAM's feature-attribution-map L1 term "
                                   "|G(c_a, z_b) - G(c_a, z_a)| (0: off)."),
+        content_noise: float = typer.Option(0.0, "--content-noise", help="Std of the Gaussian noise on the "
+                                            "content code in training (ICAM's noise layer: 1; 0: off)."),
         disc_width: int = DISC_WIDTH, disc_layers: int = DISC_LAYERS,
         seed: int = SEED, resolution: int | None = RESOLUTION, sample_every: int = SAMPLE_EVERY,
         fid_oracle: Path | None = FID_ORACLE, fid_every: int = FID_EVERY, fid_n: int = FID_N,
@@ -84,9 +86,11 @@ def register(app: typer.Typer) -> None:
 
         if not fam >= 0:
             raise MedcfError(f"--fam must be >= 0, got {fam}")
+        if not content_noise >= 0:
+            raise MedcfError(f"--content-noise must be >= 0, got {content_noise}")
         res = train_icam(data, out, domain_a=domain_a, domain_b=domain_b, steps=steps, batch_size=batch_size,
                          lr=lr, width=width, blocks=blocks, attr_dim=attr_dim, attr_map=attr_map,
-                         weights=ICAMWeights(fam=fam), attr_width=width,
+                         content_noise=content_noise, weights=ICAMWeights(fam=fam), attr_width=width,
                          disc_width=disc_width, disc_layers=disc_layers, seed=seed, resolution=resolution,
                          sample_every=sample_every, fid_oracle=fid_oracle, fid_every=fid_every, fid_n=fid_n,
                          checkpoint_every=checkpoint_every, resume=resume, progress=progress)
