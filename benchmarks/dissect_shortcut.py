@@ -27,6 +27,32 @@ from pathlib import Path
 import torch
 
 
+@torch.no_grad()
+def token_route(classifier, shortcut_cfg, plan, n: int = 256) -> dict:
+    """Is the token alone enough for the classifier? The study's queries rendered again with the
+    token switched off / on (same draws: only ``spurious_rate`` changes), and how often that
+    flips the classifier's decision: positives that carry the token, negatives that do not."""
+    from medcf.benchmark.shortcut import QUERY_OFFSET
+    from medcf.data.synthetic import SyntheticDataset
+
+    def render(off: bool | None):
+        cfg = shortcut_cfg if off is None else dataclasses.replace(
+            shortcut_cfg, spurious_rate=0.0 if off else 1.0, spurious_negative_rate=0.0 if off else 1.0)
+        ds = SyntheticDataset(cfg, n=n, seed=plan.seed, offset=QUERY_OFFSET)
+        items = [ds[i] for i in range(n)]
+        return (torch.stack([it["image"] for it in items]), torch.stack([it["label"] for it in items]),
+                torch.stack([it["spurious"] for it in items]))
+
+    x, y, tok = render(None)
+    positive = lambda im: classifier.probabilities(im)[:, 1] > 0.5   # noqa: E731  [B] bool
+    pos_tok, neg_free = (y == 1) & (tok > 0), (y == 0) & (tok == 0)
+    removed, added = positive(render(True)[0]), positive(render(False)[0])
+    rate = lambda flips, sel: float(flips[sel].float().mean()) if sel.any() else float("nan")  # noqa: E731
+    return {"positives_with_token": int(pos_tok.sum()), "negatives_without_token": int(neg_free.sum()),
+            "removing_flips_positive": rate(~removed & positive(x), pos_tok),
+            "adding_flips_negative": rate(added & ~positive(x), neg_free)}
+
+
 def main(argv=None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--study", type=Path, required=True, help="shortcut study folder (made if missing)")
@@ -99,10 +125,14 @@ def main(argv=None) -> int:
     result = {"study_plan": dataclasses.asdict(plan), "concepts": K, "n_queries": n, "validity": valid / n, "marker": marker, "heart": heart,
               "train_s": train_s, "steps": args.steps, "width": args.width, "dis_weight": args.dis_weight,
               "machine": machine()}
+    result["token_route"] = route = token_route(clf, cfg["shortcut"], plan)
     (args.out / "purity.json").write_text(json.dumps(result, indent=2) + "\n")
     print("| concept | marker flipped | CTR toward target |\n| --- | --- | --- |")
     for k in range(K):
         print(f"| {k} | {marker[k]:.3f} | {heart[k]:.3f} |")
+    print(f"token route (queries re-rendered with the token switched): removing it flips "
+          f"{route['removing_flips_positive']:.3f} of {route['positives_with_token']} positives with a token, "
+          f"adding it flips {route['adding_flips_negative']:.3f} of {route['negatives_without_token']} negatives")
     print(f"validity {valid / n:.3f} over {n} queries; {args.steps} steps, width {args.width}, "
           f"disentangler weight {args.dis_weight}; training {train_s / 60:.1f} min; {machine()}")
     return 0
