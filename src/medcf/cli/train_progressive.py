@@ -41,6 +41,12 @@ def register(app: typer.Typer) -> None:
             bin_targets: str = typer.Option("centre", "--bin-targets",
                                             help="Consistency target per bin: 'centre' or 'data' (the classifier's "
                                                  "mean probability over the training images in the bin)."),
+            consistency_aug: str = typer.Option(
+                "none", "--consistency-aug", help="Perturb G's output where the classifier judges it, e.g. "
+                                                  "'shift=2,noise=0.02,blur=0.5' (translation px, noise std, "
+                                                  "blur probability; 'none' = off)."),
+            target_scale: float = typer.Option(1.0, "--target-scale",
+                                               help="Multiply the bin targets' log-odds (> 1: more confident ends)."),
             adv_weight: float = typer.Option(1.0, "--adv-weight", help="Adversarial (realism) weight."),
             d_steps: int = typer.Option(1, "--d-steps", help="Discriminator updates per generator update (1..10)."),
             d_width: int | None = typer.Option(None, "--d-width", help="Discriminator width [default: --width]."),
@@ -65,6 +71,7 @@ def register(app: typer.Typer) -> None:
             res = train_progressive(source, out, classifier=classifier, bins=bins, concepts=concepts, steps=steps,
                                     batch_size=batch_size, lr=lr, width=width, cls_weight=cls_weight, rec_weight=rec_weight,
                                     fo_weight=fo_weight, delta_scale=delta_scale, adv_weight=adv_weight, bin_targets=bin_targets, tv_weight=tv_weight, d_steps=d_steps,
+                                    consistency_aug=consistency_aug, target_scale=target_scale,
                                     d_width=d_width, d_lr=d_lr, seed=seed, resolution=resolution, resume=resume,
                                     progress=progress, checkpoint_every=checkpoint_every,
                                     **({} if dis_weight is None else {"dis_weight": dis_weight}))

@@ -14,6 +14,9 @@ Per step, with the explained classifier ``f`` frozen (probability of class 1, ``
    + ``fo_weight`` x L1 between x_c and x inside the foreign-object masks of the batch
      (``fo_masks`` of the synthetic benchmark; the MedIA version's object-preservation term)
    + ``tv_weight`` x total variation of x_c - x (``change_tv``; off by default)
+   (with ``consistency_aug`` the consistency term reads a randomly translated / noised / blurred /
+   weakened copy of x_c, ``medcf.train.consistency_aug``; ``target_scale`` multiplies the targets'
+   log-odds; both off by default and, on the 64 px benchmark, not better: docs/progressive.md)
    + DISSECT only: ``dis_weight`` x CE(R(x, x_c), k), the disentangler R (Adam at ``dis_lr``)
      trained jointly to tell which concept produced the change.
 
@@ -71,6 +74,7 @@ from medcf.generators.progressive import (
     bin_center,
     posterior_bin,
 )
+from medcf.train.consistency_aug import ConsistencyAug
 
 log = logging.getLogger(__name__)
 
@@ -180,6 +184,8 @@ def train_progressive(
     fo_weight: float = 100.0,               # foreign-object preservation (0 = off)
     tv_weight: float = 0.0,                 # total variation of the change G(x, c) - x (0 = off)
     bin_targets: str = "centre",            # consistency target per bin: "centre" or "data" (bin_targets_from_data)
+    consistency_aug=None,                   # ConsistencyAug or spec "shift=2,noise=0.02" (None: off)
+    target_scale: float = 1.0,              # the targets' log-odds times this (> 1: more confident end bins)
     dis_weight: float = DIS_WEIGHT,         # DISSECT disentangler term (see the module doc)
     dis_lr: float = 1e-3,                   # the disentangler's Adam learning rate
     d_steps: int = 1,                       # discriminator updates per generator update
@@ -207,8 +213,11 @@ def train_progressive(
                                                                                        and d_lr <= 0):
         raise MedcfError(f"progressive: d_steps in 1..10, d_width in 1..512, d_lr > 0 needed, "
                          f"got {d_steps}, {d_width}, {d_lr}")
+    if not 0 < target_scale <= 10:
+        raise MedcfError(f"progressive: target_scale must be in (0, 10], got {target_scale}")
     if bin_targets not in ("centre", "data"):
         raise MedcfError(f"progressive: bin_targets must be 'centre' or 'data', got {bin_targets!r}")
+    aug = ConsistencyAug.parse(consistency_aug)
     if min(adv_weight, cls_weight, rec_weight, fo_weight, tv_weight, dis_weight) < 0:
         raise MedcfError("progressive: loss weights must be >= 0")
     t0 = time.perf_counter()
@@ -245,6 +254,8 @@ def train_progressive(
     targets = bin_center(torch.arange(bins), bins)                          # [bins]
     if bin_targets == "data":
         targets = bin_targets_from_data(clf, train_ds, bins)
+    if target_scale != 1.0:
+        targets = torch.sigmoid(torch.logit(targets.double()) * target_scale).float()
     log.info("progressive: consistency targets per bin %s", [round(float(t), 4) for t in targets])
     G = ProgressiveGenerator(config, seed=seed)
     G.classifier_hash = chash
@@ -282,7 +293,8 @@ def train_progressive(
 
         # 2. generator (+ disentangler)
         adv = -disc(xc, c).mean()
-        cls = F.binary_cross_entropy_with_logits(prob_class1(f, xc), targets.to(xc.device)[c])
+        xf = aug(xc, tr.generator, x) if aug.active else xc                   # [b, C, H, W] what f judges
+        cls = F.binary_cross_entropy_with_logits(prob_class1(f, xf), targets.to(xc.device)[c])
         rec = (gen(x, bx, k) - x).abs().mean()
         cyc = (gen(xc, bx, k) - x).abs().mean()
         loss_g = adv_weight * adv + cls_weight * cls + rec_weight * (rec + cyc)
@@ -322,8 +334,8 @@ def train_progressive(
                 "weights": {"adv": adv_weight, "cls": cls_weight, "rec": rec_weight, "fo": fo_weight,
                             "tv": tv_weight, "dis": dis_weight}, "dis_lr": dis_lr,
                 "d_steps": d_steps, "d_width": d_width, "d_lr": d_lr,
-                "bin_targets": bin_targets, "targets": [float(t) for t in targets], "ema_decay": ema_decay, "seed": seed,
-                "resolution": res}
+                "bin_targets": bin_targets, "consistency_aug": aug.spec(), "target_scale": target_scale,
+                "targets": [float(t) for t in targets], "ema_decay": ema_decay, "seed": seed, "resolution": res}
     tconf = TrainConfig(out_dir=str(out_dir), steps=steps, batch_size=batch_size, seed=seed, log_every=log_every,
                         checkpoint_every=checkpoint_every, ema_decay=ema_decay, progress=progress)
     trainer = Trainer(tconf, models=models, optimizers=optimizers, dataset=train_ds, step_fn=step_fn,
@@ -337,8 +349,8 @@ def prepare_benchmark(data_dir, out_dir, *, classifier_dir, task: str, profile: 
     """``MethodSpec.prepare`` of ``progressive`` (``concepts`` 1) and ``dissect`` (``profile["concepts"]``,
     default 2): train (or reuse) the generator for this classifier; profile keys steps, batch_size,
     width, bins, lr (defaults 3000, 16, 32, 10, 2e-4), cls_weight, rec_weight, optionally adv_weight,
-    tv_weight, d_steps, d_width, d_lr, bin_targets (cached under their values only when set) and, for
-    DISSECT, dis_weight, dis_lr; its ``explain`` table passes to ``build``."""
+    tv_weight, d_steps, d_width, d_lr, bin_targets, target_scale, consistency_aug (cached under their
+    values only when set) and, for DISSECT, dis_weight, dis_lr; its ``explain`` table passes to ``build``."""
     from medcf.benchmark.cache import cached_stage
 
     k = int(profile.get("concepts", concepts))
@@ -353,7 +365,7 @@ def prepare_benchmark(data_dir, out_dir, *, classifier_dir, task: str, profile: 
                  "dis_lr": float(profile.get("dis_lr", 1e-3)), "concept_batch": 1}
         cfg |= extra
     knobs = {"delta_scale": int, "adv_weight": float, "tv_weight": float, "d_steps": int, "d_width": int, "d_lr": float,
-             "bin_targets": str}
+             "bin_targets": str, "target_scale": float, "consistency_aug": lambda v: ConsistencyAug.parse(v).spec()}
     set_knobs = {key: cast(profile[key]) for key, cast in knobs.items() if key in profile}
     cfg |= set_knobs  # only the keys a profile sets enter the cache key (older stages stay valid)
     name = "dissect" if k > 1 else "progressive"
