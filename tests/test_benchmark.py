@@ -302,3 +302,22 @@ def test_cpu_profile_shares_the_full_profiles_data_judges_and_queries():
     assert (cpu.data, cpu.judges, cpu.evaluate, cpu.seed) == (full.data, full.judges, full.evaluate, full.seed)
     assert cpu.methods["latent-shift"] == full.methods["latent-shift"]
     assert set(cpu.methods) < set(full.methods)
+
+
+def test_full_profile_carries_the_cpu_recipes_at_no_smaller_size():
+    # The full profile is the GPU-sized one: for every method the cpu profile sizes, it must keep the
+    # options the cpu rows were fixed with (compose modes, loss terms, recipes) and be no smaller.
+    full, cpu = load_profile("full"), load_profile("cpu")
+    sizes = ("steps", "width", "widths", "blocks", "disc_width", "base_channels", "encoder_steps")
+    for name, table in cpu.methods.items():
+        big = full.methods[name]
+        for key, value in table.items():
+            if key in sizes:
+                assert key in big, f"{name}.{key} missing from the full profile"
+                lo, hi = (value, big[key]) if key != "widths" else (max(value), max(big[key]))
+                assert hi >= lo, f"{name}.{key}: full {big[key]} < cpu {value}"
+            elif key == "explain":
+                assert big["explain"].get("compose") == value.get("compose"), f"{name}.explain.compose"
+            elif key not in ("batch_size", "n_critic", "critic_warmup", "snapshots", "lr", "map_lr",
+                             "l1_weight", "layers_per_block", "attention", "disc_layers", "concepts"):
+                assert big.get(key) == value, f"{name}.{key}: full {big.get(key)!r}, cpu {value!r}"
