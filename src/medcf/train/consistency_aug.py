@@ -6,7 +6,8 @@ independent oracle disagrees). ``ConsistencyAug`` perturbs the generator's outpu
 enters the consistency term* -- a random integer translation (replicated border), Gaussian noise and
 a slight blur per image, and optionally a weakening of the change itself (``x + a (x_c - x)``, a random
 ``a`` in [edit, 1]: the edit must overshoot, a margin in image space rather than in f's output) --
-so an edit satisfies ``f`` only if it survives those perturbations. The
+so an edit satisfies ``f`` only if it survives those perturbations. Shift and noise are the judges'
+own training augmentation (``medcf.train.classifiers.augment``, which also clamps to [-1, 1]). The
 adversarial, reconstruction, cycle and object terms see the unperturbed output. Off by default
 (``ConsistencyAug()``: the training step is bit-identical to the recipe without it).
 
@@ -33,6 +34,7 @@ import torch
 import torch.nn.functional as F
 
 from medcf.errors import MedcfError
+from medcf.train.classifiers import augment
 
 
 @dataclass(frozen=True)
@@ -94,23 +96,20 @@ class ConsistencyAug:
         """x [B, C, H, W] (G's output) -> perturbed x [B, C, H, W], differentiable in x; ``source``
         [B, C, H, W] is G's input (needed for ``edit`` < 1). Draws from ``generator`` (on x's device)
         only for the parts that are on, so ``ConsistencyAug()`` returns x itself."""
-        b, ch, h, w = x.shape
+        b, ch = x.shape[:2]
         if self.edit < 1:
             if source is None:
                 raise MedcfError("consistency_aug: edit < 1 needs the generator's input (source)")
             a = self.edit + (1 - self.edit) * torch.rand(b, generator=generator, device=x.device)   # [B]
             x = source + a.view(b, 1, 1, 1).to(x.dtype) * (x - source)
-        if self.shift > 0:
-            s = self.shift
-            off = torch.randint(0, 2 * s + 1, (b, 2), generator=generator, device=x.device).tolist()  # [B, 2]
-            xp = F.pad(x, (s, s, s, s), mode="replicate")                                     # [B, C, H+2s, W+2s]
-            x = torch.stack([xp[i, :, oy:oy + h, ox:ox + w] for i, (oy, ox) in enumerate(off)])
+        if self.shift > 0:        # the judges' training augmentation (border padding), shift only here
+            x = augment(x, generator or torch.default_generator, max_shift=self.shift, noise=0.0)
         if self.blur > 0:
             k1 = torch.tensor([1.0, 2.0, 1.0], device=x.device, dtype=x.dtype) / 4
             kernel = (k1[:, None] * k1[None, :]).expand(ch, 1, 3, 3)                          # [C, 1, 3, 3]
             blurred = F.conv2d(F.pad(x, (1, 1, 1, 1), mode="replicate"), kernel, groups=ch)
             pick = torch.rand(b, generator=generator, device=x.device) < self.blur            # [B]
             x = torch.where(pick.view(b, 1, 1, 1), blurred, x)
-        if self.noise > 0:
-            x = x + self.noise * torch.randn(x.shape, generator=generator, device=x.device, dtype=x.dtype)
+        if self.noise > 0:        # ... and its noise, after the blur
+            x = augment(x, generator or torch.default_generator, max_shift=0, noise=self.noise)
         return x
