@@ -43,14 +43,19 @@ def token_route(classifier, shortcut_cfg, plan, n: int = 256) -> dict:
         return (torch.stack([it["image"] for it in items]), torch.stack([it["label"] for it in items]),
                 torch.stack([it["spurious"] for it in items]))
 
+    def positive(images):                                                  # [B] bool: called class 1
+        return classifier.probabilities(images)[:, 1] > 0.5
+
+    def rate(flips, sel):
+        return float(flips[sel].float().mean()) if sel.any() else float("nan")
+
     x, y, tok = render(None)
-    positive = lambda im: classifier.probabilities(im)[:, 1] > 0.5   # noqa: E731  [B] bool
+    before = positive(x)
     pos_tok, neg_free = (y == 1) & (tok > 0), (y == 0) & (tok == 0)
     removed, added = positive(render(True)[0]), positive(render(False)[0])
-    rate = lambda flips, sel: float(flips[sel].float().mean()) if sel.any() else float("nan")  # noqa: E731
     return {"positives_with_token": int(pos_tok.sum()), "negatives_without_token": int(neg_free.sum()),
-            "removing_flips_positive": rate(~removed & positive(x), pos_tok),
-            "adding_flips_negative": rate(added & ~positive(x), neg_free)}
+            "removing_flips_positive": rate(before & ~removed, pos_tok),
+            "adding_flips_negative": rate(~before & added, neg_free)}
 
 
 def main(argv=None) -> int:
