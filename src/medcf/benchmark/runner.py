@@ -375,17 +375,137 @@ def _run_shortcut(out: Path, profile: Profile, device: str, progress: bool) -> s
     return str(res.markdown_path)
 
 
+def _load_lpips(profile: Profile, echo) -> tuple[object | None, str]:
+    """The LPIPS metric when the profile asks for it and its weights are installed, and the note otherwise."""
+    if not profile.evaluate.get("lpips"):
+        return None, "LPIPS is off in this profile"
+    try:
+        from medcf.eval import LPIPS
+
+        return LPIPS("alex"), ""
+    except MedcfError as e:
+        echo(f"LPIPS off: {e}")
+        return None, "LPIPS weights not installed (medcf weights import-lpips)"
+
+
+@dataclass(frozen=True)
+class TaskJob:
+    """What one task's run needs (picklable: ``medcf.benchmark.parallel`` hands it to a worker process)."""
+
+    out: Path
+    profile: Profile
+    sel: Selection
+    device: str
+    data: str | None
+    progress: bool
+    hashes: dict[str, str]                  # "method|task" -> hash of the row kept from earlier runs
+    recompute: bool                         # rows named with --methods are recomputed
+
+
+def run_task(task: str, tag: str, job: TaskJob, report, echo) -> None:
+    """One task of a benchmark: its data, judges and rows (or the shortcut study).
+
+    ``report(kind, payload)`` is told of every result as soon as it exists: ``("judges", (task, tests))``,
+    ``("row", (key, entry, why))`` and ``("study", (name, path))``; the caller records them
+    (``_Recorder``), in this process or, with ``jobs > 1``, in the parent of a worker.
+    """
+    from medcf.classifiers import load_classifier
+    from medcf.counterfactual.registry import METHODS
+    from medcf.data import open_dataset
+
+    out, profile, device, progress = job.out, job.profile, job.device, job.progress
+    if task == "shortcut":  # its own study (medcf.benchmark.shortcut): two classifiers, one table
+        path = _run_shortcut(out, profile, device, progress)
+        report("study", ("shortcut", path))
+        echo(f"{tag} shortcut study: {path}")
+        return
+    lpips, lpips_note = _load_lpips(profile, echo)
+    t0 = time.perf_counter()
+    data_dir = _prepare_data(out, profile, task, job.data, progress)
+    echo(f"{tag} data: {data_dir} ({time.perf_counter() - t0:.0f} s)")
+    t0 = time.perf_counter()
+    judges = _prepare_judges(out, profile, task, data_dir, progress)
+    echo(f"{tag} judges: {', '.join(judges)} ({time.perf_counter() - t0:.0f} s)")
+    report("judges", (task, {role: read_header(d).get("meta", {}).get("test") for role, d in judges.items()}))
+    judge_models = {"oracle": load_classifier(judges["oracle"], kind="oracle", device=device),
+                    "fo_detector": load_classifier(judges["fo-detector"], kind="fo-detector", device=device),
+                    "ctr_regressor": load_classifier(judges["ctr-regressor"], kind="ctr-regressor",
+                                                     device=device) if "ctr-regressor" in judges else None,
+                    "cpr_scorer": load_classifier(judges["cpr-scorer"], kind="cpr-scorer", device=device)
+                    if "cpr-scorer" in judges else None}
+    ctx = {"out": out, "profile": profile, "data_dir": data_dir, "judges": judges, "device": device,
+           "progress": progress, "lpips": lpips, "lpips_note": lpips_note, "judge_models": judge_models,
+           "test": open_dataset(data_dir, split="test"),
+           "classifier": load_classifier(judges["classifier"], device=device)}
+    for name in job.sel.methods + job.sel.baselines:
+        if name in METHODS and task not in METHODS[name].tasks:
+            echo(f"{tag} {name}: skipped (the method has no {task} rows)")
+            continue
+        key = f"{name}|{task}"
+        row_hash = config_hash({"data": str(data_dir), "judges": {k: str(v) for k, v in judges.items()},
+                                "method": profile.methods.get(name), "evaluate": profile.evaluate,
+                                "baselines": profile.baselines if name in BASELINES else None,
+                                "device": device, "lpips": lpips is not None})
+        if not job.recompute and job.hashes.get(key) == row_hash:
+            echo(f"{tag} {name}: done earlier, kept")
+            continue
+        t0 = time.perf_counter()
+        row, why = (_run_baseline if name in BASELINES else _run_method)(name, task, ctx)
+        report("row", (key, {"hash": row_hash, "row": row}, why))
+        shown = ", ".join(f"{c} {row[c]:.3f}" for c in ("validity", "auroc", "sec_per_query")
+                          if row.get(c) is not None)
+        echo(f"{tag} {name}: {shown} ({time.perf_counter() - t0:.0f} s)")
+
+
+class _Recorder:
+    """Records results into OUT/benchmark.json as they land, so that an interrupted run resumes."""
+
+    def __init__(self, out: Path, state: dict):
+        self.out, self.state = out, state
+        self.rows: dict = state.setdefault("rows", {})
+        self.notes: dict = state.setdefault("notes", {})
+        self.judges: dict = state.setdefault("judges", {})
+        self.studies: dict = {}
+
+    def __call__(self, kind: str, payload) -> None:
+        if kind == "judges":
+            task, tests = payload
+            self.judges[task] = tests
+        elif kind == "row":
+            key, entry, why = payload
+            self.rows[key], self.notes[key] = entry, why
+        elif kind == "study":
+            name, path = payload
+            self.studies[name] = path
+            return
+        else:
+            raise ValueError(f"unknown result kind {kind!r}")
+        _save_state(self.out, self.state)
+
+
+def default_jobs(tasks: list[str], device: str) -> int:
+    """Tasks run at once by default: one process per task and usable CPU on a CPU run, else one."""
+    from medcf.threads import usable_cpus
+
+    if device != "cpu":
+        return 1
+    return max(1, min(len(tasks), usable_cpus()))
+
+
 def run_benchmark(out: str | os.PathLike, profile: Profile, *, methods: str | list[str] | None = None,
                   tasks: list[str] | None = None, device: str = "cpu", resume: bool = False,
                   data: str | os.PathLike | None = None, progress: bool = True, echo=print,
-                  command: str | None = None) -> list[dict]:
+                  command: str | None = None, jobs: int | None = None) -> list[dict]:
     """Run the benchmark into ``out``; returns the rows of OUT/results.csv (all of them, merged).
+
+    ``jobs``: tasks run at once, each in its own process with its share of the torch threads
+    (``None``: ``default_jobs``); with more than one, progress bars are off and each finished
+    stage and row is printed instead.
 
     Example:
         >>> run_benchmark("runs/bench", load_profile("quick"), methods="latent-shift")   # doctest: +SKIP
     """
-    from medcf.classifiers import load_classifier
-    from medcf.data import open_dataset
+    from medcf.benchmark.parallel import run_tasks_in_processes
 
     # 0. every check before any training
     out = Path(out)
@@ -395,6 +515,9 @@ def run_benchmark(out: str | os.PathLike, profile: Profile, *, methods: str | li
         raise MedcfError("--device cuda: no CUDA device is available here")
     if device not in ("cpu", "cuda") and not device.startswith("cuda:"):
         raise MedcfError(f"--device: expected cpu or cuda, got {device!r}")
+    jobs = default_jobs(tasks, device) if jobs is None else jobs
+    if isinstance(jobs, bool) or not isinstance(jobs, int) or jobs < 1:
+        raise MedcfError(f"--jobs: expected a whole number >= 1, got {jobs!r}")
     if data is not None:
         if not Path(data).is_dir():
             raise MedcfError(f"{data}: --data folder not found")
@@ -408,67 +531,22 @@ def run_benchmark(out: str | os.PathLike, profile: Profile, *, methods: str | li
     state.update({"state": "running", "profile_source": profile.source})
     _save_state(out, state)
     t_start, cpu_start = time.perf_counter(), _cpu_seconds()
-    lpips, lpips_note = None, "LPIPS is off in this profile"
-    if profile.evaluate.get("lpips"):
-        try:
-            from medcf.eval import LPIPS
-
-            lpips = LPIPS("alex")
-        except MedcfError as e:
-            lpips_note = "LPIPS weights not installed (medcf weights import-lpips)"
-            echo(f"LPIPS off: {e}")
-    notes: dict = {tuple(k.split("|")): v for k, v in state.get("notes", {}).items()}
-    done: dict = state.get("rows", {})
-    new_rows = []
-    studies, judge_tests = {}, state.get("judges", {})
-    for ti, task in enumerate(tasks):
-        tag = f"[{task} {ti + 1}/{len(tasks)}]"
-        if task == "shortcut":  # its own study (medcf.benchmark.shortcut): two classifiers, one table
-            studies["shortcut"] = _run_shortcut(out, profile, device, progress)
-            echo(f"{tag} shortcut study: {studies['shortcut']}")
-            continue
-        t0 = time.perf_counter()
-        data_dir = _prepare_data(out, profile, task, str(data) if data is not None else None, progress)
-        echo(f"{tag} data: {data_dir} ({time.perf_counter() - t0:.0f} s)")
-        t0 = time.perf_counter()
-        judges = _prepare_judges(out, profile, task, data_dir, progress)
-        echo(f"{tag} judges: {', '.join(judges)} ({time.perf_counter() - t0:.0f} s)")
-        judge_tests[task] = {role: read_header(d).get("meta", {}).get("test") for role, d in judges.items()}
-        judge_models = {"oracle": load_classifier(judges["oracle"], kind="oracle", device=device),
-                        "fo_detector": load_classifier(judges["fo-detector"], kind="fo-detector", device=device),
-                        "ctr_regressor": load_classifier(judges["ctr-regressor"], kind="ctr-regressor",
-                                                         device=device) if "ctr-regressor" in judges else None,
-                        "cpr_scorer": load_classifier(judges["cpr-scorer"], kind="cpr-scorer", device=device)
-                        if "cpr-scorer" in judges else None}
-        ctx = {"out": out, "profile": profile, "data_dir": data_dir, "judges": judges, "device": device,
-               "progress": progress, "lpips": lpips, "lpips_note": lpips_note, "judge_models": judge_models,
-               "test": open_dataset(data_dir, split="test"),
-               "classifier": load_classifier(judges["classifier"], device=device)}
-        from medcf.counterfactual.registry import METHODS
-
-        for name in sel.methods + sel.baselines:
-            if name in METHODS and task not in METHODS[name].tasks:
-                echo(f"{tag} {name}: skipped (the method has no {task} rows)")
-                continue
-            key = f"{name}|{task}"
-            row_hash = config_hash({"data": str(data_dir), "judges": {k: str(v) for k, v in judges.items()},
-                                    "method": profile.methods.get(name), "evaluate": profile.evaluate,
-                                    "baselines": profile.baselines if name in BASELINES else None,
-                                    "device": device, "lpips": lpips is not None})
-            if not recompute and done.get(key, {}).get("hash") == row_hash:
-                echo(f"{tag} {name}: done earlier, kept")
-                continue
-            t0 = time.perf_counter()
-            row, why = (_run_baseline if name in BASELINES else _run_method)(name, task, ctx)
-            notes[(name, task)] = why
-            done[key] = {"hash": row_hash, "row": row}
-            new_rows.append(row)
-            state.update({"rows": done, "notes": {"|".join(k): v for k, v in notes.items()},
-                          "judges": judge_tests})
-            _save_state(out, state)
-            shown = ", ".join(f"{c} {row[c]:.3f}" for c in ("validity", "auroc", "sec_per_query")
-                              if row.get(c) is not None)
-            echo(f"{tag} {name}: {shown} ({time.perf_counter() - t0:.0f} s)")
+    jobs = min(jobs, len(tasks))
+    record = _Recorder(out, state)
+    job = TaskJob(out=out, profile=profile, sel=sel, device=device, data=str(data) if data is not None else None,
+                  progress=progress and jobs == 1, recompute=recompute,
+                  hashes={k: v.get("hash") for k, v in record.rows.items()})
+    tags = {task: f"[{task} {ti + 1}/{len(tasks)}]" for ti, task in enumerate(tasks)}
+    if jobs == 1:
+        for task in tasks:
+            run_task(task, tags[task], job, record, echo)
+    else:
+        echo(f"{len(tasks)} tasks in {jobs} processes ({max(1, torch.get_num_threads() // jobs)} torch "
+             "threads each; progress bars off)")
+        run_tasks_in_processes(tasks, tags, job, jobs, record, echo)
+    studies, judge_tests = record.studies, record.judges
+    notes = {tuple(k.split("|")): v for k, v in record.notes.items()}
+    done = record.rows
 
     # 5. results
     rows = merge_rows(read_results(out / "results.csv"), [done[k]["row"] for k in done])
@@ -478,7 +556,7 @@ def run_benchmark(out: str | os.PathLike, profile: Profile, *, methods: str | li
     from medcf.eval.report_md import versions
 
     meta = {"profile": profile.name, "profile_label": profile.label, "profile_source": profile.source,
-            "seed": profile.seed, "tasks": ",".join(tasks), "device": device, "commit": _commit(),
+            "seed": profile.seed, "tasks": ",".join(tasks), "device": device, "jobs": jobs, "commit": _commit(),
             "machine": machine(), "versions": versions(), "wall_s": round(elapsed, 1),
             "cpu_s": round(_cpu_seconds() - cpu_start, 1),
             "started": started, "finished": time.strftime("%Y-%m-%d %H:%M:%S UTC", time.gmtime()),

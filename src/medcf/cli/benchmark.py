@@ -26,12 +26,17 @@ def register(app: typer.Typer) -> None:
         data: Path = typer.Option(None, "--data", help="Use this synthetic dataset folder (or DIR/TASK) "
                                   "instead of rendering one."),
         progress: bool = typer.Option(True, "--progress/--no-progress", help="Show progress bars."),
+        jobs: int = typer.Option(None, "--jobs", help="Tasks run at once, each in its own process (default: "
+                                 "one per task and usable CPU on --device cpu, else 1; with more than one, "
+                                 "progress bars are off)."),
     ) -> None:
         """Every explainer and attribution baseline on the same data, judges and queries.
 
         Example: medcf benchmark --profile quick --out runs/bench
 
         Update one method's rows: medcf benchmark --profile quick --out runs/bench --methods latent-shift
+
+        One task after the other: medcf benchmark --profile quick --out runs/bench --jobs 1
         """
         import signal
 
@@ -43,14 +48,14 @@ def register(app: typer.Typer) -> None:
         signal.signal(signal.SIGTERM, _stop)
         prof = load_profile(config if config is not None else profile)
         run_benchmark(out, prof, methods=methods, tasks=[task] if task else None, device=device,
-                      resume=resume, data=data, progress=progress, echo=typer.echo,
-                      command=_command_line(out, profile, config, methods, task, device, data))
+                      resume=resume, data=data, progress=progress, echo=typer.echo, jobs=jobs,
+                      command=_command_line(out, profile, config, methods, task, device, data, jobs))
 
 
-def _command_line(out, profile, config, methods, task, device, data) -> str:
+def _command_line(out, profile, config, methods, task, device, data, jobs) -> str:
     """The command as recorded in results.md (from the parsed options)."""
     parts = ["medcf", "benchmark", "--config" if config else "--profile", str(config or profile), "--out", str(out)]
-    for flag, v in (("--methods", methods), ("--task", task), ("--data", data)):
+    for flag, v in (("--methods", methods), ("--task", task), ("--data", data), ("--jobs", jobs)):
         if v is not None:
             parts += [flag, str(v)]
     if device != "cpu":
