@@ -54,6 +54,11 @@ METHOD_FLAGS = {
     "--project-steps": ("project_steps", int), "--away-from": ("direction", lambda v: "away"),
 }
 
+# flags naming the two classes of a trainer: checked against the task the --data path names
+# (`data/opacity64` -> clear/opacity); a path that names no task is not checked
+CLASS_FLAGS = {"medcf train vagan": ("--source", "--target"), "medcf train cyclegan": ("--domain-a", "--domain-b"),
+               "medcf train icam": ("--domain-a", "--domain-b")}
+
 SKIPS = {
     ("docs/adding-a-method.md", "my-method"): "the page's example name for a method you add",
     ("README.md", "a"): "`--methods a,b` in the command table is the generic form of a list",
@@ -228,10 +233,12 @@ class Checker:
         from medcf.benchmark import BASELINES, TASKS, builtin_profiles
         from medcf.benchmark.tasks import synthetic_tasks
         from medcf.counterfactual.registry import METHODS
+        from medcf.data.synthetic import CLASS_NAMES
 
         self.root = typer.main.get_command(app)
         self.methods, self.baselines = METHODS, set(BASELINES)
         self.profiles, self.tasks, self.synth_tasks = set(builtin_profiles()), set(TASKS), set(synthetic_tasks())
+        self.class_names = CLASS_NAMES
         self.skips = dict(SKIPS if skips is None else skips)
         self.used_skips: set[tuple[str, str]] = set()
         self.problems: list[str] = []
@@ -320,6 +327,10 @@ class Checker:
             tasks = self.tasks if path == "medcf benchmark" else self.synth_tasks
             if path in ("medcf benchmark", "medcf data synth"):
                 known("--task", v, tasks, "task")
+        task = next((t for t in self.synth_tasks for d in given.get("--data", []) if t in d), None)
+        for flag in CLASS_FLAGS.get(path, ()) if task else ():
+            for v in each(flag):
+                known(flag, v, set(self.class_names[task]), f"class of the {task} data")
         if method in self.methods and not _placeholder(method):
             self._check_method_settings(doc, where, f"{path} --method {method}", method, given)
 
@@ -393,6 +404,19 @@ class Checker:
             elif re.match(r"(\w+=\S+ )*(\S*/)?(medcf|python -m medcf(\.demo)?) ", span + " "):
                 self._check_shell(doc, [(line, span)], fenced=True)
 
+    def check_cli_help(self) -> None:
+        """Every command's ``--help`` text: its ``medcf ...`` examples (to the paragraph's end)."""
+        def walk(cmd, path):
+            for name, sub in getattr(cmd, "commands", {}).items():
+                walk(sub, [*path, name])
+            for para in re.split(r"\n\s*\n", getattr(cmd, "help", None) or ""):
+                m = re.search(r"(?:^|(?<=:))\s*medcf ", para, flags=re.M)  # a line's start or `Label: medcf ...`
+                if m and not hasattr(cmd, "commands"):
+                    where = f"`{' '.join(path)} --help`"
+                    self._check_shell(where, [(0, " ".join(para[m.start():].split()))], fenced=True)
+
+        walk(self.root, ["medcf"])
+
     def _check_shell(self, doc: str, lines, fenced: bool) -> None:
         try:
             commands = run_shell(lines)
@@ -406,9 +430,9 @@ class Checker:
                 continue
             kind, argv = call
             if kind == "python":
-                self.check_python(doc, f"{doc}:{line}", argv[0])
+                self.check_python(doc, f"{doc}:{line}" if line else doc, argv[0])
             else:
-                self.check_argv(doc, f"{doc}:{line}", argv)
+                self.check_argv(doc, f"{doc}:{line}" if line else doc, argv)
 
 
 # ---------------------------------------------------------------- tests
@@ -417,6 +441,7 @@ def checked_docs():
     checker = Checker()
     for path in DOC_FILES:
         checker.check_markdown(path.relative_to(ROOT).as_posix(), path.read_text(encoding="utf-8"))
+    checker.check_cli_help()
     return checker
 
 
@@ -441,6 +466,8 @@ BROKEN = {
     "ignored_flag": ("```bash\nmedcf explain --method cyclegan --iterative --images x\n```", "ignores --iterative"),
     "set_value": ("`medcf evaluate --method icam --set compose=blend`", "expected one of"),
     "flag_value": ("```bash\nmedcf explain --method gvr --compose masked\n```", "got 'masked'"),
+    "class_name": ("```bash\nmedcf train vagan --data data/opacity64 --source opacity --target normal\n```",
+                   "not a class of the opacity data"),
     "loop": ("```bash\nfor r in oracle oracel; do\n  medcf train $r --data d; done\n```", "medcf train oracel"),
     "variable": ("```bash\nc=\"--classifer C\"\nmedcf explain $c\n```", "has no option --classifer"),
     "demo_alias": ("```bash\npython -m medcf.demo --out x --quik\n```", "has no option --quik"),
@@ -469,3 +496,13 @@ def test_runnable_forms_pass():
     checker = Checker(skips={})
     checker.check_markdown("ok.md", text)
     assert checker.problems == [] and checker.checked == 6
+
+
+def test_the_commands_help_examples_are_checked(monkeypatch):
+    checker = Checker(skips={})
+    checker.check_cli_help()
+    assert checker.problems == [] and checker.checked >= 25, (checker.checked, checker.problems)
+    vae = checker.root.commands["train"].commands["vae"]
+    monkeypatch.setattr(vae, "help", "Train a VAE.\n\nExample: medcf train vae --data d\n--stepz 3")
+    checker.check_cli_help()
+    assert checker.problems == ["`medcf train vae --help`: `medcf train vae` has no option --stepz"]

@@ -19,7 +19,7 @@ def register(app: typer.Typer) -> None:
         progress: bool = typer.Option(True, "--progress/--no-progress", help="Show progress bars."),
         workers: int = typer.Option(2, "--workers", help="Processes writing the synthetic data."),
     ) -> None:
-        """Run the whole demo on the CPU (about 15 minutes on 2 idle cores; see docs/demo.md).
+        """Run the whole demo on the CPU (about 9 minutes on 2 idle cores; see docs/demo.md).
 
         Example: medcf demo --out runs/demo
         """

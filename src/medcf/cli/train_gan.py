@@ -110,7 +110,7 @@ def register(app: typer.Typer) -> None:
     ) -> None:
         """Train VA-GAN's map generator (y = x + M(x)) from --source to --target images.
 
-        Example:  medcf train vagan --data data/opacity64 --source opacity --target normal
+        Example:  medcf train vagan --data data/opacity64 --source opacity --target clear
         --oracle runs/oracle --out runs/vagan
         """
         from medcf.train.vagan import train_vagan
