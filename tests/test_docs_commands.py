@@ -27,6 +27,7 @@ from __future__ import annotations
 import ast
 import dataclasses
 import importlib
+import inspect
 import itertools
 import re
 import shlex
@@ -369,6 +370,7 @@ class Checker:
             except SyntaxError:
                 self._bad(doc, where, "<python>", f"python does not parse: {e.msg} (line {e.lineno})")
                 return
+        names: dict[str, object] = {}  # what the snippet imported from medcf, by the name it uses
         for node in ast.walk(tree):
             if isinstance(node, ast.Import):
                 for a in node.names:
@@ -378,10 +380,55 @@ class Checker:
                 self.checked += 1
                 module = self._import(doc, where, node.module)
                 for a in node.names:
-                    if module is not None and a.name != "*" and not hasattr(module, a.name) \
-                            and importlib.util.find_spec(f"{node.module}.{a.name}") is None:
+                    if module is None or a.name == "*":
+                        continue
+                    if hasattr(module, a.name):
+                        names[a.asname or a.name] = getattr(module, a.name)
+                    elif importlib.util.find_spec(f"{node.module}.{a.name}") is None:
                         self._bad(doc, where, a.name, f"`from {node.module} import {a.name}`: "
                                   f"{node.module} has no {a.name}")
+        for node in ast.walk(tree):
+            if isinstance(node, ast.Call):
+                self._check_call(doc, where, node, names)
+
+    def _check_call(self, doc, where, node, names) -> None:
+        """A call of something imported from medcf: attributes exist, the arguments bind."""
+        chain, f = [], node.func
+        while isinstance(f, ast.Attribute):
+            chain.insert(0, f.attr)
+            f = f.value
+        if not isinstance(f, ast.Name) or f.id not in names:
+            return
+        obj, text = names[f.id], f.id
+        for attr in chain:
+            if not hasattr(obj, attr):
+                self._bad(doc, where, f"{text}.{attr}", f"`{text}.{attr}`: no such attribute")
+                return
+            obj, text = getattr(obj, attr), f"{text}.{attr}"
+        try:
+            sig = inspect.signature(obj)
+        except (TypeError, ValueError):
+            return
+        n_args = 0 if any(isinstance(a, ast.Starred) for a in node.args) else len(node.args)
+        try:
+            sig.bind_partial(*[None] * n_args, **{k.arg: None for k in node.keywords if k.arg})
+        except TypeError as e:
+            self._bad(doc, where, text, f"`{text}(...)`: {e}")
+
+    def check_dotted(self, doc: str, where: str, name: str) -> None:
+        """``medcf.a.b.C`` named in prose: the longest importable module, then attributes."""
+        parts = name.split(".")
+        for k in range(len(parts), 0, -1):
+            try:
+                obj = importlib.import_module(".".join(parts[:k]))
+            except ImportError:
+                continue
+            for attr in parts[k:]:
+                if not hasattr(obj, attr):
+                    self._bad(doc, where, name, f"`{name}`: {'.'.join(parts[:k])} has no {attr}")
+                    return
+                obj = getattr(obj, attr)
+            return
 
     def _import(self, doc, where, name):
         try:
@@ -403,6 +450,9 @@ class Checker:
                 self.check_python(doc, f"{doc}:{line}", span)
             elif re.match(r"(\w+=\S+ )*(\S*/)?(medcf|python -m medcf(\.demo)?) ", span + " "):
                 self._check_shell(doc, [(line, span)], fenced=True)
+            else:  # `medcf.eval.validity`, `medcf.train.cyclegan.prepare_cyclegan`: they exist
+                for m in re.finditer(r"(?<![\w./])medcf(?:\.\w+)+", span):
+                    self.check_dotted(doc, f"{doc}:{line}", m.group(0))
 
     def check_cli_help(self) -> None:
         """Every command's ``--help`` text: its ``medcf ...`` examples (to the paragraph's end)."""
@@ -474,6 +524,11 @@ BROKEN = {
     "import": ("```python\nfrom medcf.eval import validity, validty\n```", "has no validty"),
     "module": ("```python\nimport torch\nfrom medcf.evals import validity\n```", "medcf.evals"),
     "python_c": ("```bash\npython -c \"from medcf.data import open_datasets\"\n```", "open_datasets"),
+    "keyword": ("```python\nfrom medcf.counterfactual import LatentShift\nLatentShift(autoencoder=1, clasifier=2)\n```",
+                "unexpected keyword argument 'clasifier'"),
+    "attribute": ("```python\nfrom medcf.counterfactual.latent_shift import LatentShiftConfig as C\n"
+                  "C.publish()\n```", "`C.publish`: no such attribute"),
+    "dotted": ("Prose naming `medcf.eval.validty` in a code span.", "medcf.eval has no validty"),
     "syntax": ("```python\nx = (1,\n```", "does not parse"),
 }
 
