@@ -5,6 +5,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 import torch
+from PIL import Image
 from safetensors.torch import save_file
 
 from medcf.encoders import Projector, ProjectorConfig, load_latents, save_latents
@@ -195,6 +196,8 @@ def test_cli_error_paths(tmp_path, capsys):
     G = tiny_generator()
     G.save(tmp_path / "G")
     (tmp_path / "empty").mkdir()
+    (tmp_path / "dataset" / "images").mkdir(parents=True)  # a dataset's layout: images one level down
+    Image.fromarray(np.zeros((8, 8), dtype=np.uint8)).save(tmp_path / "dataset" / "images" / "0.png")
     cases = [
         (["generate", "--generator", tmp_path / "missing", "--out", tmp_path / "o"], "missing"),
         (["generate", "--generator", tmp_path / "G", "--seeds", "5-2", "--out", tmp_path / "o"], "--seeds"),
@@ -202,6 +205,8 @@ def test_cli_error_paths(tmp_path, capsys):
          "nope"),
         (["project", "--generator", tmp_path / "G", "--images", tmp_path / "empty", "--out", tmp_path / "o"],
          "no image files"),
+        (["project", "--generator", tmp_path / "G", "--images", tmp_path / "dataset", "--out", tmp_path / "o"],
+         "no image files in this folder (it holds image folders: images/; pass one of them)"),
         (["project", "--generator", tmp_path / "G", "--images", tmp_path / "empty", "--out", tmp_path / "o",
           "--space", "z"], "space"),
     ]

@@ -61,8 +61,11 @@ def _image_files(path: Path) -> list[Path]:
         return [path]
     if path.is_dir():
         files = sorted(p for p in path.iterdir() if p.is_file() and is_image_file(p))
-        if not files:
-            raise DataError(f"{path}: no image files in this folder")
+        if not files:  # a dataset folder (images/, masks/, class folders): name what it holds
+            subs = [f"{d.name}/" for d in sorted(path.iterdir()) if d.is_dir()
+                    and any(p.is_file() and is_image_file(p) for p in d.iterdir())]
+            hint = f" (it holds image folders: {', '.join(subs[:4])}; pass one of them)" if subs else ""
+            raise DataError(f"{path}: no image files in this folder{hint}")
         return files
     raise DataError(f"{path}: images not found")
 
