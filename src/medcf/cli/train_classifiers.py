@@ -65,6 +65,7 @@ def _make_command(role: str):
         fit: str = FIT,
         checkpoint_every: int = CHECKPOINT_EVERY,
         overwrite: bool = OVERWRITE,
+        progress: bool = typer.Option(True, "--progress/--no-progress", help="Show a progress bar."),
     ) -> None:
         from medcf.train.classifiers import train_classifier
 
@@ -74,7 +75,7 @@ def _make_command(role: str):
             os.environ["ACCELERATE_USE_CPU"] = "1"
         result = train_classifier(source, out, role=role, steps=steps, batch_size=batch_size, lr=lr,
                                   seed=seed, resolution=resolution, resume=resume, device=device,
-                                  checkpoint_every=checkpoint_every)
+                                  checkpoint_every=checkpoint_every, progress=progress)
         if as_json:
             typer.echo(json.dumps({"model_dir": str(result.model_dir), "role": role,
                                    "test": result.test, "wall_s": result.wall_s}, indent=2))
