@@ -221,6 +221,14 @@ def test_cli_train_then_explain(runs, tmp_path, capsys):
     assert code == 0, err
     recs = [strict_json(p) for p in sorted((tmp_path / "out").glob("*.json"))]
     assert len(recs) == 2 and all(r["method"] == "vagan" and len(r["path_probs"]) == 9 for r in recs)
+    for target, note in (("opacity", True), ("clear", False)):  # a target the map cannot reach is named
+        code, out, err = run_cli(capsys, "explain", "--method", "vagan", "--classifier", runs / "classifier",
+                                 "--generator", tmp_path / "run", "--images", runs / "data", "--limit", "2",
+                                 "--target", target, "--set", "threshold=0.999999", "--out", tmp_path / target,
+                                 "--no-progress")
+        rows = [line for line in out.splitlines() if line.startswith("  ")]
+        assert code == 0 and len(rows) == 2 and all("(not reached" in r for r in rows), out + err
+        assert all(("the map only goes to 'clear'" in r) == note for r in rows), out
     code, out, err = run_cli(capsys, "evaluate", "--method", "vagan", "--classifier", runs / "classifier",
                              "--generator", tmp_path / "run", "--data", runs / "data", "--split", "train",
                              "--limit", "6", "--oracle", runs / "oracle", "--out", tmp_path / "eval",

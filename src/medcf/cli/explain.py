@@ -349,11 +349,14 @@ def run_explain(method: str, classifier, generator, images, out, *, flags: dict 
         ds = open_images(images, explainer, split=split, convert_channels=convert_channels)
         tgt = resolve_cli_target(target, getattr(explainer.classifier, "class_names", None))
     t0 = time.perf_counter()
-    records, k = [], 0
+    records, notes, k = [], [], 0
     # files go to a hidden staging folder that replaces `out` whole at the end (medcf.io.outputs)
     with naming_flags(named), staged_output_dir(out, overwrite=overwrite) as stage:
         for cf, batch in explain_dataset(explainer, ds, tgt, batch_size, limit=limit, progress=progress):
+            one_way = cf.info.get("target_is_map_target")  # VA-GAN: its map knows one direction only
             for i in range(len(cf)):
+                notes.append(f"; the map only goes to {cf.info.get('map_target')!r}"
+                             if one_way is not None and one_way[i] is False else "")
                 idx = int(batch["index"][i]) if "index" in batch else k
                 name = image_name(ds, k)
                 files = getattr(ds, "files", None)
@@ -363,10 +366,10 @@ def run_explain(method: str, classifier, generator, images, out, *, flags: dict 
     flipped = sum(r["flipped"] for r in records)
     echo(f"explained {len(records)} image(s) in {time.perf_counter() - t0:.1f} s; "
          f"{flipped}/{len(records)} counterfactuals reach the target; files in {out}")
-    for r in records[:20]:
+    for r, note in list(zip(records, notes, strict=True))[:20]:
         echo(f"  {r['name']}: p({r['target_name'] or r['target']}) "
              f"{r['prob_original']:.3f} -> {r['prob_counterfactual']:.3f}"
-             f"{'' if r['flipped'] else '  (not reached)'}")
+             f"{'' if r['flipped'] else f'  (not reached{note})'}")
     return records
 
 
