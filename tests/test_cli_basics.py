@@ -28,15 +28,31 @@ def test_debug_shows_traceback(tmp_path, capsys):
         raise AssertionError("--debug did not re-raise the error")
 
 
-def test_every_train_command_takes_progress_flags():
+def test_what_the_readme_promises_of_every_command():
+    """README: every command has --help with an example; training runs resume (--resume) and show
+    progress bars (--progress/--no-progress); the writing commands replace results only with --overwrite."""
     import typer
 
     from medcf.cli import app
 
-    train = typer.main.get_command(app).commands["train"]
-    missing = [name for name, cmd in train.commands.items()
-               if "--no-progress" not in [o for p in cmd.params for o in p.secondary_opts]]
-    assert not missing, f"medcf train {missing}: no --progress/--no-progress"
+    root = typer.main.get_command(app)
+
+    def leaves(cmd, path):
+        for name, sub in getattr(cmd, "commands", {}).items():
+            yield from leaves(sub, [*path, name]) if hasattr(sub, "commands") else [(" ".join([*path, name]), sub)]
+
+    def flags(cmd):
+        return {o for p in cmd.params for o in (*p.opts, *p.secondary_opts)}
+
+    problems = [f"{n}: no example in --help" for n, c in leaves(root, ["medcf"]) if "Example:" not in (c.help or "")]
+    for name, cmd in leaves(root.commands["train"], ["medcf", "train"]):
+        problems += [f"{name}: no {f}" for f in ("--resume", "--no-progress") if f not in flags(cmd)]
+    for name in ("generate", "project", "explain", "evaluate"):
+        problems += [f"medcf {name}: no --overwrite"] if "--overwrite" not in flags(root.commands[name]) else []
+    for group, name in (("convert", "stylegan2-pkl"), ("weights", "import-lpips")):
+        cmd = root.commands[group].commands[name]
+        problems += [f"medcf {group} {name}: no --overwrite"] if "--overwrite" not in flags(cmd) else []
+    assert not problems, problems
 
 
 def test_train_classifier_passes_no_progress(tmp_path, capsys, monkeypatch):
