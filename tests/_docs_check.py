@@ -197,7 +197,7 @@ def run_shell(lines: list[tuple[int, str]]) -> list[tuple[int, list[str]]]:
 
 def medcf_call(tokens: list[str]) -> tuple[str, list[str]] | None:
     """("cli", argv) for a medcf command, ("python", [code]) for ``python -c``, ("script", [path, *args])
-    for one of the repository's scripts (``python benchmarks/x.py ...``), else None."""
+    for one of the repository's scripts (``python benchmarks/x.py ...``), ("make", targets), else None."""
     toks = list(tokens)
     while toks and (re.fullmatch(r"\w+=.*", toks[0], flags=re.S) or toks[0] in ("time", "env", "nice")):
         toks.pop(0)
@@ -210,6 +210,8 @@ def medcf_call(tokens: list[str]) -> tuple[str, list[str]] | None:
     prog = toks[0].rsplit("/", 1)[-1]
     if prog == "medcf":
         return "cli", toks[1:]
+    if prog == "make":
+        return "make", [t for t in toks[1:] if not t.startswith("-") and "=" not in t]
     if prog.startswith("python") and len(toks) > 1 and REPO_PATH.fullmatch(toks[1]) and toks[1].endswith(".py"):
         return "script", toks[1:]
     if REPO_PATH.fullmatch(toks[0]) and toks[0].endswith(".py"):
@@ -463,7 +465,7 @@ class Checker:
         for line, span in code_spans(prose):
             if re.match(r"(from|import) medcf\b", span):
                 self.check_python(doc, f"{doc}:{line}", span)
-            elif re.match(r"(\w+=\S+ )*(\S*/)?(medcf|python -m medcf(\.demo)?|(\S*python )?benchmarks/\S+\.py) ",
+            elif re.match(r"(\w+=\S+ )*(\S*/)?(medcf|python -m medcf(\.demo)?|(\S*python )?benchmarks/\S+\.py|make) ",
                           span + " "):
                 self._check_shell(doc, [(line, span)], fenced=True)
             else:  # `medcf.eval.validity`, `medcf.train.cyclegan.prepare_cyclegan`: they exist
@@ -528,6 +530,12 @@ class Checker:
             kind, argv = call
             if kind == "python":
                 self.check_python(doc, f"{doc}:{line}" if line else doc, argv[0])
+            elif kind == "make":
+                targets = set(re.findall(r"^([\w.-]+)\s*:", (ROOT / "Makefile").read_text(), flags=re.M))
+                for target in argv:
+                    if target not in targets:
+                        self._bad(doc, f"{doc}:{line}" if line else doc, target,
+                                  f"`make {target}`: no such target in the Makefile")
             elif kind == "script":
                 self.check_script(doc, f"{doc}:{line}" if line else doc, argv[0], argv[1:])
             else:

@@ -58,6 +58,7 @@ BROKEN = {
     "path": ("See `docs/data.md` for the data.", "`docs/data.md`: no such file"),
     "script": ("```bash\npython benchmarks/bench_synthetic.py --n 10 --nn 3\n```", "has no option --nn"),
     "no_script": ("`python benchmarks/nope.py --n 3`", "`benchmarks/nope.py`: no such script"),
+    "make": ("Run `make demos` first.", "`make demos`: no such target"),
     "syntax": ("```python\nx = (1,\n```", "does not parse"),
 }
 
