@@ -43,7 +43,7 @@ def register(app: typer.Typer) -> None:
             batch_size: int = typer.Option(32, "--batch-size", help="Images per step."),
             lr: float = typer.Option(2e-3, "--lr", help="Peak learning rate (Adam, warm-up + cosine)."),
             latent_dim: int | None = typer.Option(None, "--latent-dim",
-                                                  help="Latent channels (default 8 for a 16x16 latent, else 16)."),
+                                                  help="Latent channels (default 8 for a 16x16 or larger latent, else 16)."),
             latent_size: int = typer.Option(16, "--latent-size", help="Latent side: 16 -> [latent-dim, 16, 16]."),
             kl_weight: float = typer.Option(1e-3, "--kl-weight", help="VAE: weight of the KL term per image value."),
             perceptual: float = typer.Option(0.0, "--perceptual",
