@@ -151,6 +151,36 @@ def test_progressive_crosses_at_the_closed_form_bin():
     assert cf.path.shape == (11, 2, 1, RES, RES) and torch.equal(cf.path[0], x)
 
 
+def test_exaggerate_amplifies_the_far_end_change_after_the_bins():
+    x = torch.full((1, 1, RES, RES), -0.9)  # logit -9: bin 0; G(x, j) has logit j - 8.5, never 2.197
+    plain = Progressive(generator=ShiftGenerator(), classifier=MeanClassifier()).explain(x, target=1)
+    assert plain.path.shape[0] == 11 and plain.info["found"] == [False]  # take_at 0.9 not reached
+    cfg = ProgressiveConfig(exaggerate=[2, 3])                  # a TOML list is read as a tuple of floats
+    assert cfg.exaggerate == (2.0, 3.0)
+    cf = Progressive(generator=ShiftGenerator(), classifier=MeanClassifier(), config=cfg).explain(x, target=1)
+    assert cf.path.shape[0] == 13 and torch.equal(cf.path[:11], plain.path)
+    change = 0.95                                               # G(x, 9) - x = (9 + 0.5) / 10
+    assert torch.allclose(cf.path[11], x + 2 * change) and torch.equal(cf.path[12], torch.ones_like(x))  # clamped
+    assert cf.info["frame_index"] == [11] and cf.info["found"] == [True]
+    assert torch.allclose(cf.counterfactual, x + 1.9)
+
+    class Peaked(MeanClassifier):  # logit rises with the mean up to 0.3, then falls
+        def forward(self, x):
+            m = x.flatten(1).mean(1, keepdim=True)
+            return torch.where(m < 0.3, 10 * m, 10 * (0.6 - m))
+
+    cf = Progressive(generator=ShiftGenerator(), classifier=Peaked(),
+                     config=ProgressiveConfig(exaggerate=(3.0,))).explain(x, target=1)
+    assert cf.path_probs[-1, 0] < cf.path_probs[-2, 0]          # the exaggerated frame falls ...
+    assert cf.info["monotone"] == [True]                        # ... monotonicity is over the bins
+    for bad in ((1.0,), (2.0, 1.5), (2.0, 2.0)):
+        with pytest.raises(ValueError, match="exaggerate: factors must be increasing and > 1"):
+            ProgressiveConfig(exaggerate=bad)
+    from medcf.counterfactual.options import parse_setting
+
+    assert parse_setting(ProgressiveConfig, "exaggerate=1.5,2") == ("exaggerate", (1.5, 2.0))
+
+
 def test_dissect_returns_every_concept_and_picks_the_fastest():
     x = torch.full((1, 1, RES, RES), -0.5)
     ex = Dissect(generator=ShiftGenerator(concepts=2), classifier=MeanClassifier(),

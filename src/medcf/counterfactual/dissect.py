@@ -64,7 +64,7 @@ class Dissect(Progressive):
             choice = take_along_path(logs_t[k], self.config.threshold, self.config.take_at)
             per.append({"found": choice.found.tolist(), "frame_index": choice.index.tolist(),
                         "prob": torch.sigmoid(gather_frames(logs_t[k], choice.index)).tolist(),
-                        "monotone": monotone_fraction(torch.sigmoid(logs_t[k, 1:])).tolist()})
+                        "monotone": monotone_fraction(torch.sigmoid(logs_t[k, 1:gcfg.bins + 1])).tolist()})
         if self.config.concept is not None:
             chosen = torch.full((x.shape[0],), self.config.concept, dtype=torch.long)
         else:
@@ -79,7 +79,7 @@ class Dissect(Progressive):
         s = logs_t[chosen.to(logs_t.device), :, b_idx].transpose(0, 1)       # [T, B]
         cf = self.from_path(x, t, path, s, info={"concept": chosen.tolist(), "concepts": per},
                             start_time=start)
-        p = torch.sigmoid(s)                                             # [bins + 1, B]: frame 0 is x
+        p = torch.sigmoid(s[:gcfg.bins + 1])                             # [bins + 1, B]: frame 0 is x
         cf.info["monotone"] = monotone_fraction(p[1:]).tolist()          # along G(x, c, k), as Progressive
         cf.info["monotone_from_query"] = monotone_fraction(p).tolist()
         keep = self.config.keep_path

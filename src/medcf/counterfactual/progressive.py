@@ -44,6 +44,15 @@ log = logging.getLogger(__name__)
 class ProgressiveConfig(PathConfig):
     take_at: float | None = 0.9           # meaningful by default: well past the decision, not the bare flip
     concept: int = 0                      # which concept channel to follow (DISSECT generators)
+    exaggerate: tuple[float, ...] = ()    # factors a > 1: frames x + a (G(x, c_end) - x) after the last bin
+
+    def __post_init__(self):
+        super().__post_init__()
+        factors = tuple(float(a) for a in self.exaggerate)  # a TOML list or a --set "1.5,2" tuple
+        if any(a <= 1.0 for a in factors) or list(factors) != sorted(set(factors)):
+            raise ValueError(f"{type(self).__name__}.exaggerate: factors must be increasing and > 1, "
+                             f"got {self.exaggerate!r}")
+        object.__setattr__(self, "exaggerate", factors)
 
 
 def check_classifier(generator, classifier: nn.Module, *, force: bool, who: str) -> None:
@@ -79,7 +88,8 @@ class Progressive(Explainer):
         self.generator = generator
 
     def _path(self, x: Tensor, t: Tensor, concept: int) -> tuple[Tensor, Tensor]:
-        """Frames [bins + 1, B, C, H, W] and log-odds [bins + 1, B] of the target along the bins."""
+        """Frames [F, B, C, H, W] and log-odds [F, B] of the target: x, the bins, then the exaggerations
+        (F = bins + 1 + len(exaggerate))."""
         bins = self.generator.config.bins
         b = x.shape[0]
         with torch.no_grad():
@@ -90,9 +100,12 @@ class Progressive(Explainer):
             frames, s = [x], [self.log_odds(x, t)]
             for j in range(bins):
                 c = (start + step * j).clamp(0, bins - 1)
-                f = self.generator(x, c, k)
-                frames.append(f)
-                s.append(self.log_odds(f, t))
+                frames.append(self.generator(x, c, k))
+                s.append(self.log_odds(frames[-1], t))
+            change = frames[-1] - x                                   # the far end's change G(x, c_end) - x
+            for a in self.config.exaggerate:  # beyond the last bin: that change, amplified
+                frames.append((x + a * change).clamp(-1.0, 1.0))
+                s.append(self.log_odds(frames[-1], t))
         return torch.stack(frames), torch.stack(s)
 
     def explain(self, x: Tensor, target: Target | None = None) -> Counterfactual:
@@ -105,7 +118,7 @@ class Progressive(Explainer):
             t, _ = self.targets(x, target)
             path, s = self._path(x, t, self.config.concept)
         cf = self.from_path(x, t, path, s, info={"concept": self.config.concept}, start_time=start)
-        p = torch.sigmoid(s)                                          # [bins + 1, B]: frame 0 is x
+        p = torch.sigmoid(s[:cfg.bins + 1])                           # [bins + 1, B]: frame 0 is x
         cf.info["monotone"] = monotone_fraction(p[1:]).tolist()       # along G(x, c) over the bins
         cf.info["monotone_from_query"] = monotone_fraction(p).tolist()
         return cf
