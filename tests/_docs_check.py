@@ -505,6 +505,8 @@ class Checker:
 
     def check_cli_help(self) -> None:
         """Every command's ``--help`` text: its ``medcf ...`` examples (to the paragraph's end)."""
+        self.page = ""  # no page: nothing counts as documented-removed
+
         def walk(cmd, path):
             for name, sub in getattr(cmd, "commands", {}).items():
                 walk(sub, [*path, name])
