@@ -1,11 +1,13 @@
 """The docs tell the truth: every command, option, method, profile, setting, import, call and path
-in README.md and docs/*.md (and the commands' --help examples) exists in the code.
+in README.md, docs/*.md, the notebooks' text and the commands' --help examples exists in the code.
 
 The checker is ``tests/_docs_check.py`` (its docstring lists the conventions it understands);
 here it runs on the real docs (< 1 s after the imports) and on broken snippets it must catch.
 """
 
 from __future__ import annotations
+
+import json
 
 import pytest
 
@@ -17,6 +19,10 @@ def checked_docs():
     checker = Checker()
     for path in DOC_FILES:
         checker.check_markdown(path.relative_to(ROOT).as_posix(), path.read_text(encoding="utf-8"))
+    for path in sorted((ROOT / "notebooks").glob("*.ipynb")):  # their prose (nbmake runs their code)
+        cells = json.loads(path.read_text(encoding="utf-8"))["cells"]
+        prose = "\n\n".join("".join(c["source"]) for c in cells if c["cell_type"] == "markdown")
+        checker.check_markdown(path.relative_to(ROOT).as_posix(), prose)
     checker.check_cli_help()
     return checker
 
