@@ -237,6 +237,51 @@ def test_escalation_raises_the_guidance_of_queries_that_did_not_flip():
     assert cf.info["unet_calls"] == 9
 
 
+def test_unguided_denoising_steps_a_v_prediction_model_by_its_own_schedule():
+    # the explainer hands the scheduler a noise estimate; a v-prediction UNet's output must be
+    # converted, not stepped as if it were noise: compare with diffusers stepping the raw output
+    from diffusers import DDIMScheduler
+
+    cfg = DiffusionConfig(resolution=RES, channels=1, widths=(8, 16), layers_per_block=1, attention=False,
+                          prediction_type="v_prediction")
+    model = DiffusionModel(cfg, seed=0).eval()
+    ex = DiffusionCF(model=model, classifier=linear_classifier(),
+                     config=DiffusionCFConfig(steps=4, t0=0.4, max_tries=1))
+    x = images()
+    noise = torch.randn(x.shape, generator=torch.Generator().manual_seed(0))
+    got = ex._denoise(x, torch.ones(3, dtype=torch.long), noise, torch.zeros(3), None, None).final
+    # prediction_type v_prediction; x0-hat clamped to [-1, 1] at each step, as the explainer does
+    sched = DDIMScheduler.from_config(model.ddim_scheduler().config, clip_sample=True)
+    sched.set_timesteps(10)
+    ts = sched.timesteps[-4:]
+    y = sched.add_noise(x, noise, ts[:1].repeat(3))
+    with torch.no_grad():
+        for t in ts:
+            y = sched.step(model(y, t.expand(3), None), t, y, use_clipped_model_output=True).prev_sample
+    assert torch.allclose(got, y.clamp(-1, 1), atol=1e-5)
+
+
+def test_ddim_inversion_comes_back_to_the_input_when_the_unet_predicts_zero_noise():
+    # with eps = 0, DDIM is a per-step rescaling: inverting then denoising is exact only if the
+    # inversion climbs the very timesteps (and alphas) the denoising comes down
+    model = tiny()
+    with torch.no_grad():
+        model.unet.conv_out.weight.zero_()
+        model.unet.conv_out.bias.zero_()
+    cfg = DiffusionCFConfig(steps=5, t0=0.4, max_tries=1, encode="invert")
+    ex = DiffusionCF(model=model, classifier=linear_classifier(), config=cfg)
+    x, t = images(), torch.ones(3, dtype=torch.long)
+    noise = ex._inverted_noise(x, None)
+    back = ex._denoise(x, t, noise, torch.zeros(3), None, None).final
+    assert torch.allclose(back, x, atol=1e-5)
+    seeded = torch.randn(x.shape, generator=torch.Generator().manual_seed(0))
+    assert not torch.allclose(ex._denoise(x, t, seeded, torch.zeros(3), None, None).final, x, atol=0.05)
+    cf = ex.explain(x, 1)                                      # the explainer uses it, and counts its calls
+    assert cf.info["unet_calls"] == 5 + 5
+    with pytest.raises(ValueError, match="encode"):
+        DiffusionCFConfig(encode="ddpm")
+
+
 def test_change_mask_thresholds_relative_to_the_peak_and_dilates():
     x = torch.zeros(2, 1, 8, 8)
     y = x.clone()

@@ -38,6 +38,7 @@ from __future__ import annotations
 
 import dataclasses
 import functools
+import inspect
 import os
 import time
 from dataclasses import dataclass
@@ -55,6 +56,7 @@ from medcf.types import Counterfactual, Target
 
 MODES = ("fast", "masked", "dime")
 TAKES = ("final", "trajectory")
+ENCODES = ("noise", "invert")
 
 
 @dataclass(frozen=True)
@@ -71,6 +73,8 @@ class DiffusionCFConfig(PathConfig):
     mask_dilate: int = 2              # masked: dilation radius of the mask in pixels
     mask_smooth: int = 0              # masked: box-average radius of |difference| before thresholding
     seed: int = 0                     # noise used to reach t0
+    encode: str = "noise"             # how x reaches t0: noise (seeded Gaussian, as DiME) | invert
+                                      # (deterministic DDIM inversion: steps more UNet calls, no seed)
     take: str = "final"               # final: the denoised sample (or the input if already there);
                                       # trajectory: the shared take_at rule over every x0-hat frame
     progress: bool = False            # a tqdm bar over denoising steps
@@ -88,6 +92,8 @@ class DiffusionCFConfig(PathConfig):
             raise ValueError(f"{where}: guidance, l1, lpips >= 0 and escalate >= 1 required")
         if self.take not in TAKES:
             raise ValueError(f"{where}.take: expected one of {list(TAKES)}, got {self.take!r}")
+        if self.encode not in ENCODES:
+            raise ValueError(f"{where}.encode: expected one of {list(ENCODES)}, got {self.encode!r}")
         check_mask_settings(where, self.mask_threshold, self.mask_dilate, self.mask_smooth)
 
 
@@ -131,20 +137,53 @@ class DiffusionCF(Explainer):
 
     # -- schedule ---------------------------------------------------------------------------
 
-    def _timesteps(self):
-        """The DDIM scheduler and the ``steps`` timesteps from ~t0 down to 0."""
+    def _timesteps(self, inverse: bool = False):
+        """The DDIM scheduler (or its inverse) and the ``steps`` timesteps from ~t0 down to 0.
+
+        The scheduler is told the UNet predicts the noise whatever the model's own
+        ``prediction_type``: the explainer always hands it a noise estimate (``eps_and_x0``).
+        """
+        from diffusers import DDIMInverseScheduler, DDIMScheduler
+
         cfg = self.config
-        sched = self.model.ddim_scheduler()
+        config = {**self.model.ddim_scheduler().config, "prediction_type": "epsilon"}
+        sched = DDIMScheduler.from_config(config)
         n_train = sched.config.num_train_timesteps
         total = max(cfg.steps, round(cfg.steps / cfg.t0))
         total = min(total, n_train)
         sched.set_timesteps(total)
         ts = sched.timesteps[-cfg.steps:]                                     # descending
+        if inverse:  # given only the settings it takes (diffusers warns about the others)
+            known = inspect.signature(DDIMInverseScheduler.__init__).parameters
+            inv = DDIMInverseScheduler.from_config({k: v for k, v in config.items() if k in known})
+            inv.set_timesteps(total)
+            return inv, ts
         return sched, ts
 
     def _alpha_bar(self, sched, t: Tensor | int) -> Tensor:
         t = int(t)
         return sched.alphas_cumprod[t] if t >= 0 else sched.final_alpha_cumprod
+
+    @torch.no_grad()
+    def _inverted_noise(self, x: Tensor, labels: Tensor | None) -> Tensor:
+        """[B, C, H, W]: the noise that takes x to its DDIM inversion at ~t0.
+
+        Deterministic DDIM inversion (the abduction step of Sanchez & Tsaftaris's diffusion
+        counterfactuals): x is run up the same timesteps the denoising comes down, with the
+        UNet's noise estimate at each step's target timestep (diffusers' convention), and the
+        result x_t0 is returned as the noise n with sqrt(a) x + sqrt(1 - a) n = x_t0, so that
+        the rest of the explainer (and the masked mode's known region) is unchanged. Unguided
+        DDIM from x_t0 then gives back (nearly) x, small details included.
+        """
+        inv, ts = self._timesteps(inverse=True)
+        b = x.shape[0]
+        y = x
+        for t in ts.flip(0):                                                   # ascending
+            out = self.model(y, t.to(x.device).expand(b), labels)
+            eps, _ = self.model.eps_and_x0(out, y, self._alpha_bar(inv, t))
+            y = inv.step(eps, t, y).prev_sample
+        a = self._alpha_bar(inv, ts[0]).to(x)
+        return (y - a.sqrt() * x) / (1 - a).sqrt()
 
     # -- guidance ---------------------------------------------------------------------------
 
@@ -260,12 +299,16 @@ class DiffusionCF(Explainer):
         if self.model.config.conditional:
             n = self.model.config.num_classes
             labels = torch.where((t >= 0) & (t < n), t, torch.full_like(t, n))
-        gen = torch.Generator(device=x.device).manual_seed(cfg.seed)
-        noise = torch.randn(x.shape, generator=gen, device=x.device, dtype=x.dtype)
         info: dict[str, Any] = {"mode": cfg.mode}
         with self.eval_mode(self.model):
             mask = None
             calls = 0
+            if cfg.encode == "invert":
+                noise = self._inverted_noise(x, labels)
+                calls += cfg.steps
+            else:
+                gen = torch.Generator(device=x.device).manual_seed(cfg.seed)
+                noise = torch.randn(x.shape, generator=gen, device=x.device, dtype=x.dtype)
             if cfg.mode == "masked":
                 first, _, _, calls = self._escalated(x, t, noise, None, labels)
                 plain = self._denoise(x, t, noise, torch.zeros(x.shape[0], device=x.device), None, labels)
