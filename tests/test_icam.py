@@ -11,6 +11,7 @@ import torch
 from torch import nn
 from torch.utils.data import Dataset
 
+from medcf.counterfactual._common import masked_frames
 from medcf.counterfactual.icam import ICAMExplainer, ICAMExplainerConfig
 from medcf.errors import MedcfError
 from medcf.generators.icam import (
@@ -428,6 +429,45 @@ def test_masked_composition_keeps_only_the_large_change():
     assert torch.allclose(d_msk[..., 10:22, 10:22], d_res[..., 10:22, 10:22])   # the square kept
     with pytest.raises(ValueError, match="mask_threshold"):
         ICAMExplainerConfig(compose="masked", mask_threshold=0.0)
+
+
+class _CornerClassifier(nn.Module):
+    """Class-1 log-odds = 200 (x[0, 0] - c): one corner pixel decides."""
+
+    class_names = ("normal", "cardiomegaly")
+
+    def __init__(self, c: float):
+        super().__init__()
+        self.c = c
+
+    def forward(self, x):
+        s = 200 * (x[:, 0, 0, 0] - self.c)
+        return torch.stack([torch.zeros_like(s), s], 1)
+
+
+def test_mask_relax_loosens_the_mask_only_for_queries_that_need_it():
+    x = _image(-0.05).repeat(2, 1, 1, 1)
+    c = float(x[0, 0, 0, 0])
+    x[0, 0, 0, 0], x[1, 0, 0, 0] = c - 0.005, c + 0.005            # log-odds -1 (to flip), +1 (already there)
+    model = _SquareICAM(ICAMConfig(**{**TINY, "attr_dim": 1}, class_names=("normal", "cardiomegaly")))
+    model.attr_mean.copy_(torch.tensor([[-0.5], [0.8]]))
+    cfg = dict(variance_samples=0, compose="masked", mask_threshold=0.5, mask_dilate=0, mask_smooth=1)
+    clf = _CornerClassifier(c)
+    strict = ICAMExplainer(icam=model, classifier=clf, config=ICAMExplainerConfig(**cfg)).explain(x, target=1)
+    # the corner's change is 0.02 of the square's: the strict mask drops it, so query 0 never flips
+    assert strict.flipped.tolist() == [False, True] and strict.info["mask_threshold"] == [0.5, 0.5]
+    relaxed = ICAMExplainer(icam=model, classifier=clf,
+                            config=ICAMExplainerConfig(**cfg, mask_relax=(0.2, 0.01))).explain(x, target=1)
+    assert relaxed.flipped.tolist() == [True, True]
+    assert relaxed.info["mask_threshold"] == [0.01, 0.5]        # 0.2 still drops the corner; 0.01 keeps it
+    assert torch.equal(relaxed.path[:, 1], strict.path[:, 1])   # the query that needed nothing: unchanged
+    residual = ICAMExplainer(icam=model, classifier=clf, config=ICAMExplainerConfig(
+        **{**cfg, "compose": "residual"})).explain(x[:1], target=1)
+    assert torch.equal(relaxed.path[:, :1], masked_frames(x[:1], residual.path, 0.01, 0, 1))
+    for bad in [(0.6,), (0.3, 0.4), (0.0,)]:                    # must decrease from 0.5 and stay > 0
+        with pytest.raises(ValueError, match="mask_relax"):
+            ICAMExplainerConfig(**cfg, mask_relax=bad)
+    assert ICAMExplainerConfig(**cfg, mask_relax=[0.4, 0.3]).mask_relax == (0.4, 0.3)   # a TOML list
 
 
 def test_variance_map_is_the_variance_of_the_sampled_attribute():

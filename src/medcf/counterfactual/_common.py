@@ -99,3 +99,33 @@ def masked_frames(x: Tensor, path: Tensor, threshold: float, dilate: int, smooth
     """
     masks = torch.stack([change_mask(x, f, threshold, dilate, smooth) for f in path])  # [T, B, 1, H, W]
     return torch.where(masks, path, x.unsqueeze(0))
+
+
+def relaxed_masked_frames(x: Tensor, path: Tensor, thresholds: tuple[float, ...], dilate: int, smooth: int,
+                          reached) -> tuple[Tensor, Tensor]:
+    """``masked_frames`` at the first of ``thresholds`` (strictest first) whose frames reach
+    the target, per query: a query keeps the strictest mask with which ``reached(index,
+    frames)`` (the queries' [b] positions in the batch, their frames [T, b, C, H, W] -> [b]
+    bool) is true, else the last (loosest) one.
+
+    Returns (frames [T, B, C, H, W], the threshold used [B]).
+
+    Example:
+        >>> x = torch.zeros(1, 1, 8, 8); f = x.clone(); f[0, 0, 2:6, 2:6] = 1.0; f[0, 0, 0, 7] = 0.75
+        >>> hit = lambda index, fr: fr[-1, :, 0, 0, 7] > 0          # needs the corner pixel kept
+        >>> out, used = relaxed_masked_frames(x, torch.stack([x, f]), (0.9, 0.5), 0, 0, hit)
+        >>> used.tolist(), float(out[1, 0, 0, 0, 7])
+        ([0.5], 0.75)
+    """
+    frames = masked_frames(x, path, thresholds[0], dilate, smooth)
+    used = torch.full((x.shape[0],), float(thresholds[0]), dtype=torch.float64, device=x.device)
+    every = torch.arange(x.shape[0], device=x.device)
+    todo = every[~reached(every, frames)]
+    for threshold in thresholds[1:]:
+        if todo.numel() == 0:
+            break
+        alt = masked_frames(x[todo], path[:, todo], threshold, dilate, smooth)
+        frames[:, todo] = alt
+        used[todo] = threshold
+        todo = todo[~reached(todo, alt)]
+    return frames, used

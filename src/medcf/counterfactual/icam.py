@@ -40,7 +40,7 @@ from typing import ClassVar
 import torch
 from torch import Tensor
 
-from medcf.counterfactual._common import check_mask_settings, domain_sides, masked_frames
+from medcf.counterfactual._common import check_mask_settings, domain_sides, relaxed_masked_frames
 from medcf.counterfactual.base import Explainer, PathConfig
 from medcf.errors import MedcfError, ShapeError
 from medcf.generators.icam import ICAM
@@ -62,11 +62,18 @@ class ICAMExplainerConfig(PathConfig):
     mask_threshold: float = 0.5         # masked: smoothed |change| >= this fraction of its per-image peak
     mask_dilate: int = 2                # masked: dilation radius in pixels
     mask_smooth: int = 2                # masked: box-average radius of |change| before thresholding
+    mask_relax: tuple[float, ...] = ()  # masked: looser thresholds, tried in turn for the queries whose
+                                        # frames do not reach take_at with the one before
 
     def __post_init__(self):
         super().__post_init__()
         where = "ICAMExplainerConfig"
         check_mask_settings(where, self.mask_threshold, self.mask_dilate, self.mask_smooth)
+        relax = tuple(float(v) for v in self.mask_relax)  # a TOML list or a --set "0.6,0.5" tuple
+        if any(not 0.0 < v < w for v, w in zip(relax, (self.mask_threshold, *relax), strict=False)):
+            raise ValueError(f"{where}.mask_relax: thresholds must decrease from mask_threshold and stay > 0, "
+                             f"got {self.mask_relax!r}")
+        object.__setattr__(self, "mask_relax", relax)
         if self.attribute not in ATTRIBUTE_MODES:
             raise ValueError(f"{where}.attribute: expected one of {list(ATTRIBUTE_MODES)}, got {self.attribute!r}")
         if not isinstance(self.max_steps, int) or self.max_steps < 1:
@@ -137,10 +144,17 @@ class ICAMExplainer(Explainer):
             recon = path[0]                                                     # G(c, a_x)
             if cfg.compose != "generated":                                      # keep what G cannot render
                 path = (x + (path - recon)).clamp(-1.0, 1.0)
+            used = None
             if cfg.compose == "masked":                                         # ... and only the large change
-                path = masked_frames(x, path, cfg.mask_threshold, cfg.mask_dilate, cfg.mask_smooth)
+                def reached(index: Tensor, frames: Tensor) -> Tensor:           # [b], [T, b, ...] -> [b]
+                    lo = torch.stack([self.log_odds(f, t[index]) for f in frames])
+                    return lo.amax(0) >= cfg.take_logit
+                path, used = relaxed_masked_frames(x, path, (cfg.mask_threshold, *cfg.mask_relax),
+                                                   cfg.mask_dilate, cfg.mask_smooth, reached)
             info = {"attribute": cfg.attribute, "alpha": alphas.tolist(), "compose": cfg.compose,
                     "domains": [mcfg.domain_name("a"), mcfg.domain_name("b")]}
+            if used is not None:
+                info["mask_threshold"] = used.tolist()
             cf = self.from_path(x, t, path, reference=x, latents=codes, reconstruction=recon, info=info,
                                 start_time=start)
             # ICAM's own decision: its classifier on the attribute code, as p(target)
