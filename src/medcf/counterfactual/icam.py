@@ -44,7 +44,7 @@ from medcf.counterfactual._common import check_mask_settings, domain_sides, rela
 from medcf.counterfactual.base import Explainer, PathConfig
 from medcf.errors import MedcfError, ShapeError
 from medcf.generators.icam import ICAM
-from medcf.types import Counterfactual, Target
+from medcf.types import Counterfactual, Target, reaches
 
 ATTRIBUTE_MODES = ("mean", "reference", "sample")
 
@@ -63,7 +63,7 @@ class ICAMExplainerConfig(PathConfig):
     mask_dilate: int = 2                # masked: dilation radius in pixels
     mask_smooth: int = 2                # masked: box-average radius of |change| before thresholding
     mask_relax: tuple[float, ...] = ()  # masked: looser thresholds, tried in turn for the queries whose
-                                        # frames do not reach take_at with the one before
+                                        # frames do not cross the decision threshold with the one before
 
     def __post_init__(self):
         super().__post_init__()
@@ -148,7 +148,7 @@ class ICAMExplainer(Explainer):
             if cfg.compose == "masked":                                         # ... and only the large change
                 def reached(index: Tensor, frames: Tensor) -> Tensor:           # [b], [T, b, ...] -> [b]
                     lo = torch.stack([self.log_odds(f, t[index]) for f in frames])
-                    return lo.amax(0) >= cfg.take_logit
+                    return reaches(torch.sigmoid(lo.double()), cfg.threshold).any(0)
                 path, used = relaxed_masked_frames(x, path, (cfg.mask_threshold, *cfg.mask_relax),
                                                    cfg.mask_dilate, cfg.mask_smooth, reached)
             info = {"attribute": cfg.attribute, "alpha": alphas.tolist(), "compose": cfg.compose,
