@@ -278,6 +278,11 @@ def test_ddim_inversion_comes_back_to_the_input_when_the_unet_predicts_zero_nois
     assert not torch.allclose(ex._denoise(x, t, seeded, torch.zeros(3), None, None).final, x, atol=0.05)
     cf = ex.explain(x, 1)                                      # the explainer uses it, and counts its calls
     assert cf.info["unet_calls"] == 5 + 5
+    cond = tiny(num_classes=2)                                 # a class-conditional UNet: encoded without
+    seen = []                                                  # a class (label 2), decoded toward the target
+    cond.register_forward_pre_hook(lambda m, args: seen.append(args[2].tolist()))
+    DiffusionCF(model=cond, classifier=linear_classifier(), config=cfg).explain(x, 1)
+    assert seen == [[2, 2, 2]] * 5 + [[1, 1, 1]] * 5
     with pytest.raises(ValueError, match="encode"):
         DiffusionCFConfig(encode="ddpm")
 

@@ -74,7 +74,8 @@ class DiffusionCFConfig(PathConfig):
     mask_smooth: int = 0              # masked: box-average radius of |difference| before thresholding
     seed: int = 0                     # noise used to reach t0
     encode: str = "noise"             # how x reaches t0: noise (seeded Gaussian, as DiME) | invert
-                                      # (deterministic DDIM inversion: steps more UNet calls, no seed)
+                                      # (deterministic DDIM inversion, without a class label for a
+                                      # conditional UNet: steps more UNet calls, no seed)
     take: str = "final"               # final: the denoised sample (or the input if already there);
                                       # trajectory: the shared take_at rule over every x0-hat frame
     progress: bool = False            # a tqdm bar over denoising steps
@@ -304,7 +305,8 @@ class DiffusionCF(Explainer):
             mask = None
             calls = 0
             if cfg.encode == "invert":
-                noise = self._inverted_noise(x, labels)
+                null = None if labels is None else torch.full_like(labels, self.model.config.num_classes)
+                noise = self._inverted_noise(x, null)   # encoded without a class: the target is decoding's
                 calls += cfg.steps
             else:
                 gen = torch.Generator(device=x.device).manual_seed(cfg.seed)
