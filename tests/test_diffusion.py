@@ -8,6 +8,7 @@ is exact, resume equals an uninterrupted run).
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import shutil
 
@@ -278,6 +279,9 @@ def test_ddim_inversion_comes_back_to_the_input_when_the_unet_predicts_zero_nois
     assert not torch.allclose(ex._denoise(x, t, seeded, torch.zeros(3), None, None).final, x, atol=0.05)
     cf = ex.explain(x, 1)                                      # the explainer uses it, and counts its calls
     assert cf.info["unet_calls"] == 5 + 5
+    masked = DiffusionCF(model=model, classifier=linear_classifier(),
+                         config=dataclasses.replace(cfg, mode="masked")).explain(x, 1)
+    assert masked.info["unet_calls"] == 5 + 3 * 5             # inversion, fast pass, unguided pass, masked pass
     cond = tiny(num_classes=2)                                 # a class-conditional UNet: encoded without
     seen = []                                                  # a class (label 2), decoded toward the target
     cond.register_forward_pre_hook(lambda m, args: seen.append(args[2].tolist()))

@@ -16,6 +16,9 @@ One explainer, three modes (``DiffusionCFConfig.mode``):
   inside the mask (RePaint-style: outside, x_t is the input noised with the same
   noise). Every pixel outside the mask is the input, bit for bit.
 
+In every mode, ``encode="invert"`` reaches t0 by deterministic DDIM inversion of x instead
+of seeded noise (details survive; ``steps`` more UNet calls).
+
 In all modes the gradient on x0-hat is applied to the noisy sample through x0-hat
 (DiME's shortcut: no backpropagation through the UNet). Each gradient is scaled to
 unit RMS per image, so ``guidance`` is a per-step change in pixel units. When a
@@ -312,7 +315,8 @@ class DiffusionCF(Explainer):
                 gen = torch.Generator(device=x.device).manual_seed(cfg.seed)
                 noise = torch.randn(x.shape, generator=gen, device=x.device, dtype=x.dtype)
             if cfg.mode == "masked":
-                first, _, _, calls = self._escalated(x, t, noise, None, labels)
+                first, _, _, more = self._escalated(x, t, noise, None, labels)
+                calls += more
                 plain = self._denoise(x, t, noise, torch.zeros(x.shape[0], device=x.device), None, labels)
                 calls += plain.calls                                          # unguided, same noise:
                 m1 = change_mask(plain.final, first, cfg.mask_threshold,  # the guidance's change
