@@ -461,6 +461,10 @@ def test_mask_relax_loosens_the_mask_only_for_queries_that_need_it():
     assert relaxed.flipped.tolist() == [True, True]
     assert relaxed.info["mask_threshold"] == [0.01, 0.5]        # 0.2 still drops the corner; 0.01 keeps it
     assert torch.equal(relaxed.path[:, 1], strict.path[:, 1])   # the query that needed nothing: unchanged
+    # the scores kept from the relaxation are those of the frames kept (not of a stricter mask's)
+    fresh = torch.stack([torch.softmax(clf(f), 1)[:, 1] for f in relaxed.path])          # [T, 2]
+    assert torch.allclose(relaxed.path_probs, fresh, atol=1e-6)
+    assert torch.allclose(relaxed.prob_counterfactual, torch.softmax(clf(relaxed.counterfactual), 1)[:, 1])
     residual = ICAMExplainer(icam=model, classifier=clf, config=ICAMExplainerConfig(
         **{**cfg, "compose": "residual"})).explain(x[:1], target=1)
     assert torch.equal(relaxed.path[:, :1], masked_frames(x[:1], residual.path, 0.01, 0, 1))

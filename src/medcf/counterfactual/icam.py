@@ -144,19 +144,23 @@ class ICAMExplainer(Explainer):
             recon = path[0]                                                     # G(c, a_x)
             if cfg.compose != "generated":                                      # keep what G cannot render
                 path = (x + (path - recon)).clamp(-1.0, 1.0)
-            used = None
+            used, path_lo = None, None
             if cfg.compose == "masked":                                         # ... and only the large change
+                scored = torch.zeros(path.shape[:2], device=x.device)          # [T, B] log-odds of the frames kept
+
                 def reached(index: Tensor, frames: Tensor) -> Tensor:           # [b], [T, b, ...] -> [b]
                     lo = torch.stack([self.log_odds(f, t[index]) for f in frames])
+                    scored[:, index] = lo.to(scored.dtype)
                     return reaches(torch.sigmoid(lo.double()), cfg.threshold).any(0)
                 path, used = relaxed_masked_frames(x, path, (cfg.mask_threshold, *cfg.mask_relax),
                                                    cfg.mask_dilate, cfg.mask_smooth, reached)
+                path_lo = scored if cfg.mask_relax else None                    # scored once, not again below
             info = {"attribute": cfg.attribute, "alpha": alphas.tolist(), "compose": cfg.compose,
                     "domains": [mcfg.domain_name("a"), mcfg.domain_name("b")]}
             if used is not None:
                 info["mask_threshold"] = used.tolist()
-            cf = self.from_path(x, t, path, reference=x, latents=codes, reconstruction=recon, info=info,
-                                start_time=start)
+            cf = self.from_path(x, t, path, path_lo, reference=x, latents=codes, reconstruction=recon,
+                                info=info, start_time=start)
             # ICAM's own decision: its classifier on the attribute code, as p(target)
             sign = rows.float() * 2 - 1                                         # +1: target B
             p_x = torch.sigmoid(sign * self.icam.classify(a_x))
