@@ -18,7 +18,12 @@ from torch import nn
 from torch.utils.data import Dataset
 
 from _cli import run_cli
-from medcf.counterfactual.diffusion import DiffusionCF, DiffusionCFConfig, change_mask
+from medcf.counterfactual.diffusion import (
+    DiffusionCF,
+    DiffusionCFConfig,
+    change_mask,
+    guidance_mask,
+)
 from medcf.errors import CheckpointError, ShapeError
 from medcf.generators.diffusion import DiffusionConfig, DiffusionModel, load_diffusion
 from medcf.io import read_header
@@ -178,14 +183,20 @@ def test_dime_makes_quadratically_many_unet_calls():
     assert dime.info["unet_calls"] == 5 + 4 + 3 + 2 + 1    # an inner run to 0 at every step
 
 
-def test_masked_mode_keeps_every_pixel_outside_the_mask_bit_identical():
+@pytest.mark.parametrize("source", ["difference", "excess"])
+def test_masked_mode_keeps_every_pixel_outside_the_mask_bit_identical(source):
     x = images()
-    kw = dict(steps=5, t0=0.5, guidance=0.3, max_tries=1, mask_threshold=0.7, mask_dilate=1)
+    kw = dict(steps=5, t0=0.5, guidance=0.3, max_tries=1, mask_threshold=0.7, mask_dilate=1, mask_source=source)
     clf = linear_classifier()
     first = DiffusionCF(model=tiny(), classifier=clf, config=DiffusionCFConfig(mode="fast", **kw)).explain(x, 1)
     kw0 = {**kw, "guidance": 0.0}
     plain = DiffusionCF(model=tiny(), classifier=clf, config=DiffusionCFConfig(mode="fast", **kw0)).explain(x, 1)
-    mask = change_mask(plain.path[-1], first.path[-1], 0.7, 1).expand_as(x)   # the guidance's change
+    guided, unguided = first.path[-1], plain.path[-1]
+    if source == "difference":
+        mask = change_mask(unguided, guided, 0.7, 1)                             # the guidance's change
+    else:                                                                        # what it added to denoising's
+        mask = change_mask(x, x + ((guided - x).abs() - (unguided - x).abs()).clamp_min(0), 0.7, 1)
+    mask = mask.expand_as(x)
     assert 0.05 < mask.float().mean() < 0.95                     # a real partial mask
     cf = DiffusionCF(model=tiny(), classifier=clf, config=DiffusionCFConfig(mode="masked", **kw)).explain(x, 1)
     assert torch.equal(cf.counterfactual[~mask], x[~mask])
@@ -228,6 +239,22 @@ def test_smoothing_drops_an_isolated_change_and_keeps_a_large_one():
     assert change_mask(x, y, 0.6, 0)[0, 0, 0, 15] and not change_mask(x, y, 0.6, 0)[0, 0, 8, 8]
     m = change_mask(x, y, 0.6, 0, smooth=2)        # 5 x 5 box average: the block wins
     assert m[0, 0, 8, 8] and not m[0, 0, 0, 15]
+
+
+def test_the_excess_mask_ignores_what_denoising_alone_changes():
+    x = torch.zeros(1, 1, 16, 16)
+    unguided = x.clone()
+    unguided[0, 0, 1:3, 1:3] = 1.0                 # a detail of x the denoising loses (or redraws)
+    guided = unguided.clone()
+    guided[0, 0, 1:3, 1:3] = 0.9                   # ... lost by the guided pass too, a little differently
+    guided[0, 0, 8:12, 8:12] = 0.4                 # the guidance's own change
+    cfg = DiffusionCFConfig(mask_threshold=0.2, mask_dilate=0)
+    diff = guidance_mask(x, guided, unguided, cfg)[0, 0]
+    assert diff[8:12, 8:12].all() and diff[1:3, 1:3].all()                     # |guided - unguided| sees both
+    excess = guidance_mask(x, guided, unguided, dataclasses.replace(cfg, mask_source="excess"))[0, 0]
+    assert excess[8:12, 8:12].all() and int(excess.sum()) == 16                # only the guidance's change
+    with pytest.raises(ValueError, match="mask_source"):
+        DiffusionCFConfig(mask_source="both")
 
 
 def test_escalation_raises_the_guidance_of_queries_that_did_not_flip():

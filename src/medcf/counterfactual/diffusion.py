@@ -60,6 +60,7 @@ from medcf.types import Counterfactual, Target
 MODES = ("fast", "masked", "dime")
 TAKES = ("final", "trajectory")
 ENCODES = ("noise", "invert")
+MASK_SOURCES = ("difference", "excess")
 
 
 @dataclass(frozen=True)
@@ -75,6 +76,9 @@ class DiffusionCFConfig(PathConfig):
     mask_threshold: float = 0.25      # masked: |difference| >= this fraction of its per-image maximum
     mask_dilate: int = 2              # masked: dilation radius of the mask in pixels
     mask_smooth: int = 0              # masked: box-average radius of |difference| before thresholding
+    mask_source: str = "difference"   # masked: difference: |guided - unguided|; excess: how much more
+                                      # the guided pass moved from x than the unguided one (a detail both
+                                      # lose, or redraw, counts zero)
     seed: int = 0                     # noise used to reach t0
     encode: str = "noise"             # how x reaches t0: noise (seeded Gaussian, as DiME) | invert
                                       # (deterministic DDIM inversion, without a class label for a
@@ -98,7 +102,29 @@ class DiffusionCFConfig(PathConfig):
             raise ValueError(f"{where}.take: expected one of {list(TAKES)}, got {self.take!r}")
         if self.encode not in ENCODES:
             raise ValueError(f"{where}.encode: expected one of {list(ENCODES)}, got {self.encode!r}")
+        if self.mask_source not in MASK_SOURCES:
+            raise ValueError(f"{where}.mask_source: expected one of {list(MASK_SOURCES)}, got {self.mask_source!r}")
         check_mask_settings(where, self.mask_threshold, self.mask_dilate, self.mask_smooth)
+
+
+def guidance_mask(x: Tensor, guided: Tensor, unguided: Tensor, cfg: DiffusionCFConfig) -> Tensor:
+    """[B, 1, H, W] bool: where the guided denoising changed x beyond what denoising alone does.
+
+    ``mask_source="difference"``: |guided - unguided|; ``"excess"``: |guided - x| - |unguided - x|
+    (clamped at 0), so a detail that both denoisings lose or redraw counts zero. Then
+    ``change_mask``'s threshold (relative to the per-image peak), smoothing and dilation.
+
+    Example:
+        >>> x = torch.zeros(1, 1, 8, 8); u = x.clone(); u[..., 0, 0] = 1.0     # both lose a detail
+        >>> g = u.clone(); g[..., 0, 0] = 0.8; g[..., 5, 5] = 0.5               # ... and the guidance adds one
+        >>> m = guidance_mask(x, g, u, DiffusionCFConfig(mask_source="excess", mask_dilate=0))
+        >>> m[0, 0].nonzero().tolist()
+        [[5, 5]]
+    """
+    if cfg.mask_source == "excess":
+        excess = ((guided - x).abs() - (unguided - x).abs()).mean(1, keepdim=True).clamp_min(0)  # [B, 1, H, W]
+        return change_mask(torch.zeros_like(excess), excess, cfg.mask_threshold, cfg.mask_dilate, cfg.mask_smooth)
+    return change_mask(unguided, guided, cfg.mask_threshold, cfg.mask_dilate, cfg.mask_smooth)
 
 
 @dataclass
@@ -319,8 +345,7 @@ class DiffusionCF(Explainer):
                 calls += more
                 plain = self._denoise(x, t, noise, torch.zeros(x.shape[0], device=x.device), None, labels)
                 calls += plain.calls                                          # unguided, same noise:
-                m1 = change_mask(plain.final, first, cfg.mask_threshold,  # the guidance's change
-                                 cfg.mask_dilate, cfg.mask_smooth)
+                m1 = guidance_mask(x, first, plain.final, cfg)                # the guidance's change
                 mask = m1.expand_as(x)
                 info["mask_fraction"] = m1.float().flatten(1).mean(1).tolist()
             final, frames, scale, more = self._escalated(x, t, noise, mask, labels)
@@ -446,4 +471,4 @@ def prepare_benchmark(data_dir, out_dir, *, classifier_dir, task: str, profile: 
 
 
 __all__ = ["BENCH_DEFAULTS", "BENCH_EXPLAIN", "BUILD_OPTIONS", "MODES", "DiffusionCF", "DiffusionCFConfig",
-           "build_diffusion", "change_mask", "builder", "load_diffusion_model", "prepare_benchmark"]
+           "build_diffusion", "change_mask", "guidance_mask", "builder", "load_diffusion_model", "prepare_benchmark"]
