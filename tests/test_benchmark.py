@@ -189,6 +189,11 @@ def test_cached_stage_skips_finished_and_restarts_partial(tmp_path):
     (b / "train_state.pt").write_bytes(b"")
     cached_stage(tmp_path, "s", {"k": 2}, run)
     assert runs[-1] == (b.name, True)  # a checkpoint: resumed
+    # an attempt killed before it could record its seconds: the checkpoint's training time counts
+    (b / "benchmark-stage.json").write_text(json.dumps({"done": False, "seconds": 0.0}))
+    torch.save({"step": 10, "elapsed": 3600.0}, b / "train_state.pt")
+    cached_stage(tmp_path, "s", {"k": 2}, run)
+    assert runs[-1] == (b.name, True) and 3600.0 <= stage_record(b)["seconds"] < 3660.0
 
 
 class _Linear(nn.Module):

@@ -76,6 +76,8 @@ def cached_stage(root: str | os.PathLike, name: str, config: Any,
     if marker.is_file():
         previous = float(json.loads(marker.read_text()).get("seconds", 0.0))
     resume = resumable and (path / STATE_NAME).is_file()
+    if resume:  # a killed attempt never wrote its seconds: the checkpoint's training time is the floor
+        previous = max(previous, _checkpoint_elapsed(path / STATE_NAME))
     if path.exists() and not resume:
         shutil.rmtree(path)
     path.mkdir(parents=True, exist_ok=True)
@@ -90,6 +92,18 @@ def cached_stage(root: str | os.PathLike, name: str, config: Any,
     rec["done"] = True
     _mark(path, rec)
     return path
+
+
+def _checkpoint_elapsed(state_file: Path) -> float:
+    """The training seconds a resume checkpoint records (0.0 when it cannot be read: the
+    training's own resume reports that file's problem)."""
+    import torch
+
+    try:
+        state = torch.load(state_file, map_location="cpu", weights_only=True)
+        return float(state.get("elapsed", 0.0)) if isinstance(state, dict) else 0.0
+    except Exception:  # noqa: BLE001 - any unreadable file: no floor
+        return 0.0
 
 
 def profile_stage(out_dir: str | os.PathLike, name: str, data_dir: str | os.PathLike,
