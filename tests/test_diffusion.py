@@ -255,14 +255,6 @@ def test_the_excess_mask_ignores_what_denoising_alone_changes():
     assert excess[8:12, 8:12].all() and int(excess.sum()) == 16                # only the guidance's change
     with pytest.raises(ValueError, match="mask_source"):
         DiffusionCFConfig(mask_source="both")
-    # mask_keep: an object of x that the unguided pass lost stays x even inside the guided change
-    x[0, 0, 9, 9] = 1.0                                 # an object under the guided change
-    unguided = torch.zeros_like(x)                      # ... which denoising alone erases (|u - x| = 1 there)
-    keep = guidance_mask(x, guided, unguided, dataclasses.replace(cfg, mask_keep=0.5))[0, 0]
-    assert not keep[9, 9] and int(keep.sum()) == 16 - 1 + 4        # |g - u| on both squares, less the object
-    assert guidance_mask(x, guided, unguided, cfg)[0, 0][9, 9]     # without mask_keep: regenerated
-    with pytest.raises(ValueError, match="mask_keep"):
-        DiffusionCFConfig(mask_keep=-0.1)
 
 
 def test_escalation_raises_the_guidance_of_queries_that_did_not_flip():

@@ -79,9 +79,6 @@ class DiffusionCFConfig(PathConfig):
     mask_source: str = "difference"   # masked: difference: |guided - unguided|; excess: how much more
                                       # the guided pass moved from x than the unguided one (a detail both
                                       # lose, or redraw, counts zero)
-    mask_keep: float = 0.0            # masked: > 0 keeps x where the unguided denoising moved it by at least
-                                      # this much (|.| in [-1, 1] units, dilated): details the backbone cannot
-                                      # redraw (foreign objects) stay even inside the guided change; 0: off
     seed: int = 0                     # noise used to reach t0
     encode: str = "noise"             # how x reaches t0: noise (seeded Gaussian, as DiME) | invert
                                       # (deterministic DDIM inversion, without a class label for a
@@ -107,8 +104,6 @@ class DiffusionCFConfig(PathConfig):
             raise ValueError(f"{where}.encode: expected one of {list(ENCODES)}, got {self.encode!r}")
         if self.mask_source not in MASK_SOURCES:
             raise ValueError(f"{where}.mask_source: expected one of {list(MASK_SOURCES)}, got {self.mask_source!r}")
-        if not 0.0 <= self.mask_keep <= 2.0:
-            raise ValueError(f"{where}.mask_keep: must lie in [0, 2], got {self.mask_keep}")
         check_mask_settings(where, self.mask_threshold, self.mask_dilate, self.mask_smooth)
 
 
@@ -117,8 +112,7 @@ def guidance_mask(x: Tensor, guided: Tensor, unguided: Tensor, cfg: DiffusionCFC
 
     ``mask_source="difference"``: |guided - unguided|; ``"excess"``: |guided - x| - |unguided - x|
     (clamped at 0), so a detail that both denoisings lose or redraw counts zero. Then
-    ``change_mask``'s threshold (relative to the per-image peak), smoothing and dilation; with
-    ``mask_keep`` > 0, less the (dilated) pixels where the unguided denoising moved x that much.
+    ``change_mask``'s threshold (relative to the per-image peak), smoothing and dilation.
 
     Example:
         >>> x = torch.zeros(1, 1, 8, 8); u = x.clone(); u[..., 0, 0] = 1.0     # both lose a detail
@@ -129,15 +123,8 @@ def guidance_mask(x: Tensor, guided: Tensor, unguided: Tensor, cfg: DiffusionCFC
     """
     if cfg.mask_source == "excess":
         excess = ((guided - x).abs() - (unguided - x).abs()).mean(1, keepdim=True).clamp_min(0)  # [B, 1, H, W]
-        mask = change_mask(torch.zeros_like(excess), excess, cfg.mask_threshold, cfg.mask_dilate, cfg.mask_smooth)
-    else:
-        mask = change_mask(unguided, guided, cfg.mask_threshold, cfg.mask_dilate, cfg.mask_smooth)
-    if cfg.mask_keep > 0:                                                 # what denoising alone loses: x
-        lost = ((unguided - x).abs().mean(1, keepdim=True) >= cfg.mask_keep).float()
-        if cfg.mask_dilate:
-            lost = F.max_pool2d(lost, 2 * cfg.mask_dilate + 1, stride=1, padding=cfg.mask_dilate)
-        mask = mask & (lost == 0)
-    return mask
+        return change_mask(torch.zeros_like(excess), excess, cfg.mask_threshold, cfg.mask_dilate, cfg.mask_smooth)
+    return change_mask(unguided, guided, cfg.mask_threshold, cfg.mask_dilate, cfg.mask_smooth)
 
 
 @dataclass
