@@ -322,7 +322,8 @@ def test_full_profile_carries_the_cpu_recipes_at_no_smaller_size():
                 lo, hi = (value, big[key]) if key != "widths" else (max(value), max(big[key]))
                 assert hi >= lo, f"{name}.{key}: full {big[key]} < cpu {value}"
             elif key == "explain":
-                assert big["explain"].get("compose") == value.get("compose"), f"{name}.explain.compose"
+                for option in ("compose", "mask_source"):          # how the frames are composed
+                    assert big["explain"].get(option) == value.get(option), f"{name}.explain.{option}"
             elif key not in ("batch_size", "n_critic", "critic_warmup", "snapshots", "lr", "map_lr",
                              "l1_weight", "layers_per_block", "attention", "disc_layers", "concepts"):
                 assert big.get(key) == value, f"{name}.{key}: full {big.get(key)!r}, cpu {value!r}"
