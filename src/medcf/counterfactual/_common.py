@@ -68,7 +68,11 @@ def change_mask(x: Tensor, changed: Tensor, threshold: float, dilate: int, smoot
         >>> int(change_mask(x, y, 0.5, 1).sum())
         9
     """
-    diff = (changed - x).abs().mean(1, keepdim=True)                      # [B, 1, H, W]
+    return threshold_map((changed - x).abs().mean(1, keepdim=True), threshold, dilate, smooth)
+
+
+def threshold_map(diff: Tensor, threshold: float, dilate: int, smooth: int = 0) -> Tensor:
+    """``change_mask`` on a given map of change sizes ``diff`` [B, 1, H, W] (>= 0)."""
     if smooth:
         diff = F.avg_pool2d(diff, 2 * smooth + 1, stride=1, padding=smooth, count_include_pad=False)
     peak = diff.flatten(1).amax(1).view(-1, 1, 1, 1)

@@ -51,7 +51,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor
 
-from medcf.counterfactual._common import change_mask, check_mask_settings
+from medcf.counterfactual._common import change_mask, check_mask_settings, threshold_map
 from medcf.counterfactual.base import Explainer, PathConfig
 from medcf.errors import CheckpointError, MedcfError
 from medcf.generators.diffusion import KIND, DiffusionModel, check_diffusion_input
@@ -123,7 +123,7 @@ def guidance_mask(x: Tensor, guided: Tensor, unguided: Tensor, cfg: DiffusionCFC
     """
     if cfg.mask_source == "excess":
         excess = ((guided - x).abs() - (unguided - x).abs()).mean(1, keepdim=True).clamp_min(0)  # [B, 1, H, W]
-        return change_mask(torch.zeros_like(excess), excess, cfg.mask_threshold, cfg.mask_dilate, cfg.mask_smooth)
+        return threshold_map(excess, cfg.mask_threshold, cfg.mask_dilate, cfg.mask_smooth)
     return change_mask(unguided, guided, cfg.mask_threshold, cfg.mask_dilate, cfg.mask_smooth)
 
 
