@@ -12,7 +12,8 @@ One explainer, three modes (``DiffusionCFConfig.mode``):
   the quality/speed reference.
 - ``masked`` (ACE/FastDiME-style): a first ``fast`` pass, compared with an unguided
   denoising from the same noise, gives the change the guidance made (not the backbone's
-  reconstruction error); it is thresholded and dilated into a mask, and a second guided pass regenerates only
+  reconstruction error; ``mask_source``: their difference, or the guided pass's excess change
+  over the unguided one); it is thresholded and dilated into a mask, and a second guided pass regenerates only
   inside the mask (RePaint-style: outside, x_t is the input noised with the same
   noise). Every pixel outside the mask is the input, bit for bit.
 
