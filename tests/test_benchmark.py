@@ -20,7 +20,7 @@ from torch import nn
 from _cli import run_cli
 from medcf.benchmark import COLUMNS, load_profile, run_benchmark
 from medcf.benchmark import runner as bench_runner
-from medcf.benchmark.cache import cached_stage, stage_record
+from medcf.benchmark.cache import cached_stage, stage_checkpoint_every, stage_record
 from medcf.benchmark.profile import builtin_profiles
 from medcf.benchmark.results import COUNTERFACTUAL_COLUMNS
 from medcf.benchmark.tasks import TASKS, check_task
@@ -167,6 +167,12 @@ def test_tasks_list_and_unavailable_task():
     assert TASKS == ("cardiomegaly", "opacity", "effusion", "shortcut")
     assert check_task("opacity") == "opacity"
     assert check_task("shortcut") == "shortcut"
+
+
+def test_stage_checkpoints_every_quarter_capped_at_1000_steps():
+    # a quarter of the run, never under 50 steps, never over 1,000 (a killed multi-hour run
+    # loses at most 1,000 steps on --resume)
+    assert [stage_checkpoint_every(s) for s in (40, 300, 3000, 4000, 12000, 10 ** 6)] == [50, 75, 750, 1000, 1000, 1000]
 
 
 def test_cached_stage_skips_finished_and_restarts_partial(tmp_path):

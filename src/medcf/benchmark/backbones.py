@@ -21,7 +21,7 @@ import os
 from pathlib import Path
 from typing import Any
 
-from medcf.benchmark.cache import cached_stage, data_resolution
+from medcf.benchmark.cache import cached_stage, data_resolution, stage_checkpoint_every
 
 
 def _lpips_available() -> bool:
@@ -49,7 +49,7 @@ def prepare_latent_shift(data_dir: str | os.PathLike, out_dir: str | os.PathLike
     run = cached_stage(out_dir, cfg["kind"], cfg, lambda d, resume: train_autoencoder(
         data_dir, d, kind=cfg["kind"], steps=cfg["steps"], batch_size=cfg["batch_size"],
         widths=tuple(cfg["widths"]), seed=seed, val_every=0, resume=resume, progress=progress,
-        checkpoint_every=max(50, cfg["steps"] // 4)))
+        checkpoint_every=stage_checkpoint_every(cfg["steps"])))
     return {"generator_dir": str(run), **profile.get("explain", {})}
 
 
@@ -70,7 +70,7 @@ def prepare_latent_probe(data_dir: str | os.PathLike, out_dir: str | os.PathLike
     sg2 = cached_stage(out_dir, "stylegan2", g, lambda d, resume: train_stylegan2(
         data_dir, d, resolution=res, steps=g["steps"], batch_size=g["batch_size"],
         channel_base=g["channel_base"], channel_max=g["channel_max"], z_dim=g["z_dim"], w_dim=g["z_dim"],
-        seed=seed, sample_every=0, fid_every=0, checkpoint_every=max(50, g["steps"] // 4),
+        seed=seed, sample_every=0, fid_every=0, checkpoint_every=stage_checkpoint_every(g["steps"]),
         resume=resume, progress=progress))
     e = {"generator": str(sg2), "steps": int(profile.get("encoder_steps", 1000)),
          "batch_size": int(profile.get("encoder_batch_size", 32)),
@@ -81,7 +81,7 @@ def prepare_latent_probe(data_dir: str | os.PathLike, out_dir: str | os.PathLike
         sg2, d, steps=e["steps"], batch_size=e["batch_size"], base_channels=e["base_channels"],
         max_channels=e["max_channels"], lpips_weight=e["lpips_weight"], seed=seed,
         val_samples=min(64, 4 * e["batch_size"]), val_every=0, resume=resume, progress=progress,
-        checkpoint_every=max(50, e["steps"] // 4)))
+        checkpoint_every=stage_checkpoint_every(e["steps"])))
     fit = int(profile.get("fit_samples", 2000))
     probe = Path(out_dir) / f"probe-{Path(str(classifier_dir)).name}-{fit}-{seed}"
     return {"generator_dir": str(sg2), "encoder": str(enc), "probe_dir": str(probe), "fit_samples": fit,

@@ -94,6 +94,18 @@ def cached_stage(root: str | os.PathLike, name: str, config: Any,
     return path
 
 
+def stage_checkpoint_every(steps: int) -> int:
+    """Engine steps between a benchmark stage's resume checkpoints: a quarter of the run, at
+    least 50 and at most 1,000, so that a multi-hour CPU training stopped from outside (a killed
+    session, a pre-empted job) loses at most 1,000 steps when ``--resume`` picks it up.
+
+    Example:
+        >>> stage_checkpoint_every(300), stage_checkpoint_every(3000), stage_checkpoint_every(12000)
+        (75, 750, 1000)
+    """
+    return max(50, min(int(steps) // 4, 1000))
+
+
 def _checkpoint_elapsed(state_file: Path) -> float:
     """The training seconds a resume checkpoint records (0.0 when it cannot be read: the
     training's own resume reports that file's problem)."""

@@ -37,7 +37,7 @@ from pathlib import Path
 
 import torch
 
-from medcf.benchmark.cache import cached_stage, config_hash, stage_seconds
+from medcf.benchmark.cache import cached_stage, config_hash, stage_checkpoint_every, stage_seconds
 from medcf.benchmark.profile import JUDGE_ROLES, Profile
 from medcf.benchmark.results import (
     COLUMNS,
@@ -206,7 +206,7 @@ def _prepare_judges(out: Path, profile: Profile, task: str, data_dir: Path, prog
         dirs[role] = cached_stage(out / "cache", role, cfg, lambda d, resume, j=j, role=role: train_classifier(
             data_dir, d, role=role, widths=tuple(j["widths"]), blocks=(1,) * len(j["widths"]),
             steps=j["steps"], batch_size=j["batch_size"], val_every=0, resume=resume, progress=progress,
-            checkpoint_every=max(50, j["steps"] // 4)))
+            checkpoint_every=stage_checkpoint_every(j["steps"])))
     if task in CPR_TASKS:  # the recess scorer: [judges.cpr_scorer], else the CTR regressor's sizes
         j = profile.judges.get("cpr_scorer") or profile.judges["ctr_regressor"]
         cfg = {"data": str(data_dir), "role": "cpr-scorer", "widths": list(j["widths"]), "steps": j["steps"],
@@ -214,7 +214,7 @@ def _prepare_judges(out: Path, profile: Profile, task: str, data_dir: Path, prog
         dirs["cpr-scorer"] = cached_stage(out / "cache", "cpr-scorer", cfg, lambda d, resume: train_classifier(
             data_dir, d, role="cpr-scorer", widths=tuple(j["widths"]), blocks=(1,) * len(j["widths"]),
             steps=j["steps"], batch_size=j["batch_size"], val_every=0, resume=resume, progress=progress,
-            checkpoint_every=max(50, j["steps"] // 4)))
+            checkpoint_every=stage_checkpoint_every(j["steps"])))
     return dirs
 
 

@@ -450,7 +450,7 @@ def prepare_benchmark(data_dir, out_dir, *, classifier_dir, task: str, profile: 
     """
     from pathlib import Path
 
-    from medcf.benchmark.cache import data_resolution, profile_stage
+    from medcf.benchmark.cache import data_resolution, profile_stage, stage_checkpoint_every
     from medcf.train.diffusion import train_diffusion
 
     res = data_resolution(data_dir)
@@ -463,7 +463,7 @@ def prepare_benchmark(data_dir, out_dir, *, classifier_dir, task: str, profile: 
             data_dir, d, resolution=res, steps=int(cfg["steps"]), batch_size=int(cfg["batch_size"]),
             lr=float(cfg["lr"]), widths=tuple(cfg["widths"]), layers_per_block=int(cfg["layers_per_block"]),
             attention=bool(cfg["attention"]), seed=seed, sample_every=0, sample_steps=20,
-            checkpoint_every=max(50, int(cfg["steps"]) // 4), resume=resume, progress=progress)
+            checkpoint_every=stage_checkpoint_every(cfg["steps"]), resume=resume, progress=progress)
 
     out = Path(out_dir)
     shared = out.parent.parent / "diffusion" / out.name

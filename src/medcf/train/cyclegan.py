@@ -227,13 +227,13 @@ def prepare_cyclegan(data_dir, out_dir, *, classifier_dir, task: str, profile: d
         ...                       classifier_dir="out/cache/classifier", task="cardiomegaly",
         ...                       profile={"steps": 150})                         # doctest: +SKIP
     """
-    from medcf.benchmark.cache import profile_stage
+    from medcf.benchmark.cache import profile_stage, stage_checkpoint_every
 
     def train(cfg: dict, d, resume: bool):  # cfg: BENCH_DEFAULTS updated by the profile table
         return train_cyclegan(
             data_dir, d, steps=int(cfg["steps"]), batch_size=int(cfg["batch_size"]), lr=float(cfg["lr"]),
             width=int(cfg["width"]), blocks=int(cfg["blocks"]), disc_width=int(cfg["disc_width"]),
             disc_layers=int(cfg["disc_layers"]), seed=seed, sample_every=0,
-            checkpoint_every=max(50, int(cfg["steps"]) // 4), resume=resume, progress=progress)
+            checkpoint_every=stage_checkpoint_every(cfg["steps"]), resume=resume, progress=progress)
 
     return profile_stage(out_dir, "cyclegan", data_dir, profile, BENCH_DEFAULTS, seed, train)

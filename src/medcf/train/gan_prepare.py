@@ -35,7 +35,7 @@ def prepare_gvr(data_dir: str | os.PathLike, out_dir: str | os.PathLike, *, clas
                 profile: dict[str, Any], device="cpu", seed: int = 0, progress: bool = True) -> dict:
     """Train (or reuse) a DCGAN on the images and its encoder; ``profile`` keys: those of
     ``GVR_DEFAULTS``; returns ``{"generator_dir", "encoder", **explain}``."""
-    from medcf.benchmark.cache import cached_stage, data_resolution
+    from medcf.benchmark.cache import cached_stage, data_resolution, stage_checkpoint_every
     from medcf.train.gan import train_gan
     from medcf.train.gan_encoder import train_gan_encoder
 
@@ -45,14 +45,14 @@ def prepare_gvr(data_dir: str | os.PathLike, out_dir: str | os.PathLike, *, clas
     gan = cached_stage(out_dir, "gan", g, lambda d, resume: train_gan(
         data_dir, d, loss=g["loss"], steps=int(g["steps"]), n_critic=int(g["n_critic"]),
         batch_size=int(g["batch_size"]), z_dim=int(g["z_dim"]), base_channels=int(g["base_channels"]),
-        seed=seed, sample_every=0, checkpoint_every=max(50, int(g["steps"]) * int(g["n_critic"]) // 4),
+        seed=seed, sample_every=0, checkpoint_every=stage_checkpoint_every(int(g["steps"]) * int(g["n_critic"])),
         resume=resume, progress=progress))
     e = {"generator": str(gan), "data": str(data_dir), "steps": int(p["encoder_steps"]),
          "batch_size": int(p["encoder_batch_size"]), "seed": seed}
     enc = cached_stage(out_dir, "gan-encoder", e, lambda d, resume: train_gan_encoder(
         gan, d, data=data_dir, steps=e["steps"], batch_size=e["batch_size"], seed=seed,
         base_channels=int(p["base_channels"]), resume=resume, progress=progress,
-        checkpoint_every=max(50, e["steps"] // 4)))
+        checkpoint_every=stage_checkpoint_every(e["steps"])))
     return {"generator_dir": str(gan), "encoder": str(enc), **GVR_EXPLAIN, **profile.get("explain", {})}
 
 

@@ -256,7 +256,7 @@ def prepare_icam(data_dir, out_dir, *, classifier_dir, task: str, profile: dict[
         ...                   classifier_dir="out/cache/classifier", task="cardiomegaly",
         ...                   profile={"steps": 150})                             # doctest: +SKIP
     """
-    from medcf.benchmark.cache import profile_stage
+    from medcf.benchmark.cache import profile_stage, stage_checkpoint_every
 
     def train(cfg: dict, d, resume: bool):  # cfg: BENCH_DEFAULTS updated by the profile table
         return train_icam(
@@ -265,7 +265,7 @@ def prepare_icam(data_dir, out_dir, *, classifier_dir, task: str, profile: dict[
             attr_map=int(cfg.get("attr_map", 0)),   # not in BENCH_DEFAULTS: cached stages keep their keys
             attr_width=int(cfg["width"]), disc_width=int(cfg["disc_width"]), disc_layers=int(cfg["disc_layers"]),
             content_noise=float(cfg["content_noise"]), weights=bench_weights(cfg["weights"]), seed=seed,
-            sample_every=0, checkpoint_every=max(50, int(cfg["steps"]) // 4), resume=resume,
+            sample_every=0, checkpoint_every=stage_checkpoint_every(cfg["steps"]), resume=resume,
             progress=progress)
 
     return profile_stage(out_dir, "icam", data_dir, profile, BENCH_DEFAULTS, seed, train)

@@ -351,7 +351,7 @@ def prepare_benchmark(data_dir, out_dir, *, classifier_dir, task: str, profile: 
     width, bins, lr (defaults 3000, 16, 32, 10, 2e-4), cls_weight, rec_weight, optionally adv_weight,
     tv_weight, d_steps, d_width, d_lr, bin_targets, target_scale, consistency_aug (cached under their
     values only when set) and, for DISSECT, dis_weight, dis_lr; its ``explain`` table passes to ``build``."""
-    from medcf.benchmark.cache import cached_stage
+    from medcf.benchmark.cache import cached_stage, stage_checkpoint_every
 
     k = int(profile.get("concepts", concepts))
     cfg = {"data": str(data_dir), "classifier": str(classifier_dir), "concepts": k,
@@ -373,7 +373,7 @@ def prepare_benchmark(data_dir, out_dir, *, classifier_dir, task: str, profile: 
         data_dir, d, classifier=classifier_dir, concepts=k, bins=cfg["bins"], steps=cfg["steps"],
         batch_size=cfg["batch_size"], width=cfg["width"], lr=cfg["lr"], cls_weight=cfg["cls_weight"],
         rec_weight=cfg["rec_weight"], seed=seed, resume=resume,
-        progress=progress, checkpoint_every=max(50, cfg["steps"] // 4), **set_knobs,
+        progress=progress, checkpoint_every=stage_checkpoint_every(cfg["steps"]), **set_knobs,
         **{key: v for key, v in extra.items() if key != "concept_batch"}))
     return {"generator_dir": str(run), **profile.get("explain", {})}
 
