@@ -35,9 +35,13 @@ demo: install
 	$(VENV)/bin/medcf demo --out $(DEMO_DIR) --overwrite
 
 # Tests run single-threaded: tiny models gain nothing from threads, and several test
-# processes (torchrun, the CLI, the notebook kernel) share the cores.
+# processes (torchrun, the CLI, the notebook kernel) share the cores. TMPDIR is a folder of
+# this run, removed afterwards: the notebooks keep their outputs in temporary folders for a
+# reader to open, which a test run does not need.
 test: install
-	OMP_NUM_THREADS=1 $(PY) -m pytest -q --nbmake tests notebooks
+	tmp=$$(mktemp -d "$${TMPDIR:-/tmp}/medcf-test.XXXXXX") && \
+	TMPDIR="$$tmp" OMP_NUM_THREADS=1 $(PY) -m pytest -q --nbmake tests notebooks; \
+	rc=$$?; rm -rf "$$tmp"; exit $$rc
 
 # Every benchmarked explainer and the attribution baselines on the same data, judges and queries
 # (docs/benchmark.md): results.csv, results.md, report.html in BENCH_DIR; a re-run reuses every
