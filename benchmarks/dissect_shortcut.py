@@ -68,9 +68,10 @@ def main(argv=None) -> int:
     ap.add_argument("--width", type=int, default=32)
     ap.add_argument("--dis-weight", type=float, default=None,
                     help="weight of the disentangler term (default: the recipe's, DIS_WEIGHT)")
-    ap.add_argument("--adv-weight", type=float, default=1.0,
-                    help="weight of the conditional adversarial term (train_progressive's adv_weight)")
-    ap.add_argument("--d-steps", type=int, default=1, help="discriminator updates per generator update")
+    ap.add_argument("--adv-weight", type=float, default=None,
+                    help="weight of the conditional adversarial term (default: train_progressive's)")
+    ap.add_argument("--d-steps", type=int, default=None,
+                    help="discriminator updates per generator update (default: train_progressive's)")
     ap.add_argument("--queries", type=int, default=64)
     ap.add_argument("--threads", type=int, default=None)
     args = ap.parse_args(argv)
@@ -113,7 +114,8 @@ def main(argv=None) -> int:
         train_progressive(SyntheticDataset(cfg["shortcut"], n=plan.n_train, seed=plan.seed), args.out,
                           classifier=args.study / "shortcut", concepts=args.concepts, steps=args.steps,
                           batch_size=args.batch_size, width=args.width, dis_weight=args.dis_weight,
-                          adv_weight=args.adv_weight, d_steps=args.d_steps, resume=resume)
+                          resume=resume, **{k: v for k, v in (("adv_weight", args.adv_weight),
+                                                              ("d_steps", args.d_steps)) if v is not None})
     train_s = time.perf_counter() - t0
     clf = load_classifier(args.study / "shortcut", kind="classifier").eval()
     det = load_classifier(args.study / "fo_detector", kind="fo-detector").eval()
