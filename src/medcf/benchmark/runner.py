@@ -15,7 +15,8 @@ then writes ``OUT/results.csv``, ``OUT/results.md`` and ``OUT/report.html``.
 Every stage is cached under ``OUT/cache`` by a hash of its configuration
 (``medcf.benchmark.cache``); each finished (method, task) row is kept in
 ``OUT/rows/TASK/METHOD``. A run that was interrupted is continued with
-``resume=True`` (interrupted training continues from its last checkpoint).
+``resume=True`` (interrupted training continues from its last checkpoint, an interrupted
+row from its last finished batch: ``medcf.benchmark.journal``).
 
 Example:
     >>> from medcf.benchmark import load_profile, run_benchmark
@@ -218,23 +219,6 @@ def _prepare_judges(out: Path, profile: Profile, task: str, data_dir: Path, prog
     return dirs
 
 
-class _Timed:
-    """Wraps ``explainer.explain`` to add up its wall seconds (the metrics are not timed)."""
-
-    def __init__(self, explainer):
-        self.seconds = 0.0
-        inner = explainer.explain
-
-        def explain(x, target):
-            t0 = time.perf_counter()
-            try:
-                return inner(x, target)
-            finally:
-                self.seconds += time.perf_counter() - t0
-
-        explainer.explain = explain
-
-
 def _save_examples(row_dir: Path, examples: list, kind: str) -> None:
     """The report's grid: inputs, counterfactuals/maps and probabilities along the path."""
     from safetensors.torch import save_file
@@ -285,7 +269,10 @@ def _counterfactual_row(name: str, task: str, summary: dict, seconds: float, tra
     return row, {c: why.get(c, "not computed") for c in COLUMNS if row.get(c) is None}
 
 
-def _run_method(name: str, task: str, ctx: dict) -> tuple[dict, dict]:
+def _run_method(name: str, task: str, ctx: dict, *, row_hash: str = "", fresh: bool = True) -> tuple[dict, dict]:
+    """One counterfactual row; its explanations are journaled under its row folder (``RowJournal``,
+    keyed by ``row_hash``) so that an interrupted row resumes unless ``fresh``."""
+    from medcf.benchmark.journal import RowJournal
     from medcf.counterfactual.registry import METHODS
     from medcf.explain_runner import build_explainer, evaluate_explainer
 
@@ -306,17 +293,19 @@ def _run_method(name: str, task: str, ctx: dict) -> tuple[dict, dict]:
     used = {str(v) for v in (generator_dir, *kw.values()) if isinstance(v, (str, os.PathLike))}
     recorded = stage_seconds(Path(v) for v in used if Path(v).is_dir())
     train_s = (recorded if recorded > 0 else prepare_s) + build_s
-    timer = _Timed(explainer)
+    row_dir = ctx["out"] / "rows" / task / name
+    journal = RowJournal(explainer, row_dir / "journal", key=row_hash, fresh=fresh)
     ev = ctx["profile"].evaluate
     summary, _rows, examples = evaluate_explainer(
         explainer, ctx["test"], limit=ev["n_queries"], batch_size=ev["batch_size"], n_examples=ev["n_examples"],
         fid="domain", fid_reference=ev["fid_reference"], lpips=ctx["lpips"], progress=ctx["progress"],
         **ctx["judge_models"])
-    row, notes = _counterfactual_row(name, task, summary, timer.seconds, train_s, ctx["lpips_note"])
-    row_dir = ctx["out"] / "rows" / task / name
-    row_dir.mkdir(parents=True, exist_ok=True)
+    if journal.replayed:
+        ctx["echo"](f"{name} ({task}): {journal.replayed} batches of the interrupted row taken from {journal.folder}")
+    row, notes = _counterfactual_row(name, task, summary, journal.seconds, train_s, ctx["lpips_note"])
     _save_examples(row_dir, examples, "counterfactual")
     atomic_write_text(row_dir / "summary.json", json.dumps(summary, indent=2, default=str) + "\n")
+    journal.close()
     return row, notes
 
 
@@ -433,7 +422,7 @@ def run_task(task: str, tag: str, job: TaskJob, report, echo) -> None:
                                                      device=device) if "ctr-regressor" in judges else None,
                     "cpr_scorer": load_classifier(judges["cpr-scorer"], kind="cpr-scorer", device=device)
                     if "cpr-scorer" in judges else None}
-    ctx = {"out": out, "profile": profile, "data_dir": data_dir, "judges": judges, "device": device,
+    ctx = {"out": out, "profile": profile, "data_dir": data_dir, "judges": judges, "device": device, "echo": echo,
            "progress": progress, "lpips": lpips, "lpips_note": lpips_note, "judge_models": judge_models,
            "test": open_dataset(data_dir, split="test"),
            "classifier": load_classifier(judges["classifier"], device=device)}
@@ -450,7 +439,10 @@ def run_task(task: str, tag: str, job: TaskJob, report, echo) -> None:
             echo(f"{tag} {name}: done earlier, kept")
             continue
         t0 = time.perf_counter()
-        row, why = (_run_baseline if name in BASELINES else _run_method)(name, task, ctx)
+        if name in BASELINES:
+            row, why = _run_baseline(name, task, ctx)
+        else:
+            row, why = _run_method(name, task, ctx, row_hash=row_hash, fresh=job.recompute)
         report("row", (key, {"hash": row_hash, "row": row}, why))
         shown = ", ".join(f"{c} {row[c]:.3f}" for c in ("validity", "auroc", "sec_per_query")
                           if row.get(c) is not None)
