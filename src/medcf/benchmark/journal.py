@@ -7,7 +7,8 @@ call (the row's ``sec_per_query``) and, given a folder, writes each batch's
 file's metadata its threshold, its JSON ``info`` and the seconds it took). A resumed row
 replays the batches it finds (same row key, same inputs and targets) instead of explaining
 them again and counts their recorded seconds, so its figures are those of an uninterrupted
-row. ``close()`` deletes the folder once the row is finished.
+row (for explainers whose batches do not depend on each other, as medcf's do: each call seeds
+its own random generator). ``close()`` deletes the folder once the row is finished.
 
 Example:
     >>> journal = RowJournal(explainer, "runs/bench/rows/cardiomegaly/diffusion-dime/journal",
