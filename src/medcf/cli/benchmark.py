@@ -22,7 +22,7 @@ def register(app: typer.Typer) -> None:
                                  "shortcut (default: the profile's tasks)."),
         device: str = typer.Option("cpu", "--device", help="cpu | cuda: where explainers and metrics run "
                                    "(training uses the engine's device)."),
-        resume: bool = typer.Option(False, "--resume", help="Continue an interrupted benchmark in --out."),
+        resume: bool = typer.Option(False, "--resume", help="Continue an interrupted benchmark in --out (finished rows and stages kept; training from its last checkpoint, a row from its last finished batch)."),
         data: Path = typer.Option(None, "--data", help="Use this synthetic dataset folder (or DIR/TASK) "
                                   "instead of rendering one."),
         progress: bool = typer.Option(True, "--progress/--no-progress", help="Show progress bars."),
